@@ -1,0 +1,1 @@
+"""Jobs of the analytics pipeline: `analytics` (the main job) and its helpers."""

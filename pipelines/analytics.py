@@ -1,0 +1,93 @@
+"""The main job: files in, two tiers and dead letters out.
+
+`build(pipeline, options, source=None)` wires the whole graph (sinks included)
+and returns its named outputs; `run(argv)` parses and checks the flags, runs the
+graph, writes the run's counters to `pipeline_metrics` and prints a summary.
+`python -m pipelines.analytics`, `run_local.sh` and the flex template all call
+`run()`.
+"""
+import datetime
+import logging
+import sys
+import time
+import uuid
+
+import apache_beam as beam
+
+from pipelines import summary
+from pipelines.options import AnalyticsOptions, HotSink, UsageError, parse_args
+from schemas import tables
+from schemas.rows import dead_letter_row, event_row
+from transforms.dead_letters import CollectDeadLetters
+from transforms.decode import DEAD_LETTERS, DecodeAndValidate
+from transforms.duckdb_sink import WriteToDuckDB
+from transforms.sources import ReadRecords
+
+__all__ = ['build', 'run', 'main']
+
+
+def _utcnow():
+  return datetime.datetime.now(datetime.timezone.utc)
+
+
+def build(pipeline, options, *, source=None):
+  """Wires the pipeline; returns its outputs as a dict of PCollections.
+
+  Args:
+    pipeline: the `beam.Pipeline` to add the steps to.
+    options: `PipelineOptions` with the `AnalyticsOptions` flags.
+    source: a PCollection of raw records (bytes or `RawRecord`) to use instead
+      of the configured input, for tests and for embedding the pipeline.
+
+  Returns:
+    {'events': Event PCollection, 'dead_letters': DeadLetter PCollection,
+     'commits': the hot sink's commit results}.
+  """
+  opts = options.view_as(AnalyticsOptions)
+  if source is None:
+    source = pipeline | 'ReadInput' >> ReadRecords(opts.input)
+  decoded = source | 'DecodeAndValidate' >> DecodeAndValidate()
+  events = decoded.events
+  dead_letters = (
+      (decoded[DEAD_LETTERS],)
+      | 'DeadLetters' >> CollectDeadLetters())
+  rows = {
+      tables.EVENTS.name: events | 'EventRows' >> beam.Map(
+          lambda e: event_row(e, _utcnow())),
+      tables.DEAD_LETTERS.name: dead_letters | 'DeadLetterRows' >> beam.Map(
+          lambda d: dead_letter_row(d, _utcnow())),
+  }
+  hot = HotSink(opts.hot_sink)
+  commits = rows | 'WriteHot' >> WriteToDuckDB(
+      hot.target, max_batch_size=opts.batch_size)
+  return {'events': events, 'dead_letters': dead_letters, 'commits': commits}
+
+
+def run(argv=None) -> dict:
+  """Runs the job on the command line's flags; returns the summary counters."""
+  options = parse_args(sys.argv[1:] if argv is None else argv)
+  opts = options.view_as(AnalyticsOptions)
+  run_id = '%s-%s' % (_utcnow().strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
+  started = time.monotonic()
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, options)
+  result = pipeline.run()
+  result.wait_until_finish()
+  seconds = time.monotonic() - started
+  counts = summary.read_counters(result)
+  summary.write_metrics(HotSink(opts.hot_sink).target, run_id, counts, _utcnow())
+  print(summary.format_summary(run_id, counts, seconds))
+  return counts
+
+
+def main(argv=None):
+  logging.getLogger().setLevel(logging.WARNING)
+  try:
+    run(argv)
+  except UsageError as e:
+    print('error: %s' % e, file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  main()

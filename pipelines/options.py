@@ -1,0 +1,138 @@
+"""The pipeline's options, declared once, and their checks before a run starts.
+
+`AnalyticsOptions` is the one declaration of the job's flags (the flex template's
+`metadata.json` lists the same names). `parse_args` rejects unknown flags and bad
+values with `UsageError`, whose one-line message names the flag, before anything
+is created or written.
+"""
+import argparse
+import os
+import re
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = ['AnalyticsOptions', 'UsageError', 'parse_args', 'HotSink']
+
+
+class UsageError(ValueError):
+  """A bad flag or a missing input; the message names the flag."""
+
+
+class AnalyticsOptions(PipelineOptions):
+  """Flags of `python -m pipelines.analytics` (contract section 5)."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument(
+        '--input', default=None,
+        help='File pattern of the input records: JSON lines or Avro container '
+        'files, local, gs:// or s3:// (e.g. data/events/*.jsonl). Required '
+        'unless another source is given.')
+    parser.add_argument(
+        '--profiles', default=None,
+        help='User profiles as JSON lines (tenant_id, user_id, tier, region, '
+        'updated_at). Default: none (every event gets the unknown fallback).')
+    parser.add_argument(
+        '--hot_sink', default='duckdb:out/warehouse.duckdb',
+        help='The hot warehouse: duckdb:PATH or bigquery:PROJECT.DATASET. '
+        'Default: duckdb:out/warehouse.duckdb.')
+    parser.add_argument(
+        '--cold_path', default='out/cold',
+        help='Root of the cold Parquet store (folder, gs:// or s3://). '
+        'Default: out/cold.')
+    parser.add_argument(
+        '--allowed_lateness', type=int, default=3600,
+        help='Seconds after a window ends that late events still update it. '
+        'Default: 3600.')
+    parser.add_argument(
+        '--dedup_ttl', type=int, default=86400,
+        help='Seconds of event time an idempotency key is remembered. '
+        'Default: 86400.')
+    parser.add_argument(
+        '--batch_size', type=int, default=50000,
+        help='Rows per staging file written to the hot warehouse at most. '
+        'Default: 50000.')
+
+
+class HotSink(object):
+  """A parsed `--hot_sink`: kind (`duckdb` or `bigquery`) and target."""
+
+  def __init__(self, value):
+    kind, sep, target = (value or '').partition(':')
+    if not sep or not target:
+      raise UsageError(
+          '--hot_sink: expected duckdb:PATH or bigquery:PROJECT.DATASET, got %r'
+          % value)
+    if kind == 'duckdb':
+      self.kind, self.target = kind, target
+    elif kind == 'bigquery':
+      if not re.fullmatch(r'[a-z][a-z0-9-]{4,29}\.[A-Za-z0-9_]{1,1024}', target):
+        raise UsageError(
+            '--hot_sink: expected bigquery:PROJECT.DATASET, got %r' % value)
+      raise UsageError('--hot_sink: the BigQuery sink is not available yet; '
+                       'use duckdb:PATH')
+    else:
+      raise UsageError('--hot_sink: unknown sink %r (expected duckdb or bigquery)'
+                       % kind)
+
+
+def _option_parser():
+  """An argparse parser that knows every registered Beam option."""
+  parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
+  seen = set()
+  stack = list(PipelineOptions.__subclasses__())
+  while stack:
+    cls = stack.pop()
+    if cls in seen:
+      continue
+    seen.add(cls)
+    stack.extend(cls.__subclasses__())
+    try:
+      cls._add_argparse_args(parser)
+    except argparse.ArgumentError:
+      pass  # the flag is declared by another options class too; one is enough
+  return parser
+
+
+def _check_unknown(argv):
+  parser = _option_parser()
+
+  def fail(message):
+    raise UsageError(message)
+  parser.error = fail
+  _, unknown = parser.parse_known_args(argv)
+  for arg in unknown:
+    if arg.startswith('-'):
+      raise UsageError('%s: unknown flag' % arg.split('=', 1)[0])
+    raise UsageError('unexpected argument %r' % arg)
+
+
+def _check_values(opts: AnalyticsOptions):
+  if not opts.input:
+    raise UsageError('--input: required (a file pattern of input records)')
+  if not FileSystems.match([opts.input])[0].metadata_list:
+    raise UsageError('--input: no file matches %r' % opts.input)
+  if opts.profiles and not FileSystems.exists(opts.profiles):
+    raise UsageError('--profiles: no such file %r' % opts.profiles)
+  HotSink(opts.hot_sink)
+  if not opts.cold_path:
+    raise UsageError('--cold_path: must not be empty')
+  for flag in ('allowed_lateness', 'dedup_ttl'):
+    if getattr(opts, flag) < 0:
+      raise UsageError('--%s: must be >= 0, got %d' % (flag, getattr(opts, flag)))
+  if opts.batch_size < 1:
+    raise UsageError('--batch_size: must be >= 1, got %d' % opts.batch_size)
+
+
+def parse_args(argv) -> PipelineOptions:
+  """Parses and checks the command line; raises UsageError naming the flag."""
+  argv = list(argv)
+  _check_unknown(argv)
+  try:
+    options = PipelineOptions(argv)
+    opts = options.view_as(AnalyticsOptions)
+  except SystemExit:
+    raise UsageError('bad flag value in %s' % ' '.join(argv)) from None
+  _check_values(opts)
+  return options

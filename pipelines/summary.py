@@ -1,0 +1,60 @@
+"""The run's counters: read back from Beam, stored in `pipeline_metrics`, printed."""
+from apache_beam.metrics.metric import MetricsFilter
+
+from schemas.records import ERROR_KINDS
+from transforms import counters
+from transforms.duckdb_sink import connect
+
+__all__ = ['read_counters', 'write_metrics', 'format_summary']
+
+_REPORTED = (
+    counters.INPUT_RECORDS, counters.BLANK_LINES, counters.VALID_EVENTS,
+    counters.EVENTS_WRITTEN, counters.EVENTS_ALREADY_STORED, counters.DUPLICATES,
+    counters.DEAD_LETTERS, counters.DEAD_LETTERS_WRITTEN,
+    counters.ENRICHMENT_FALLBACKS, counters.UNKNOWN_FIELDS)
+
+
+def read_counters(result) -> dict:
+  """The pipeline's counters by name (committed values), zero where unset."""
+  found = {}
+  query = result.metrics().query(MetricsFilter().with_namespace(
+      counters.NAMESPACE))
+  for counter in query['counters']:
+    value = counter.committed if counter.committed is not None else counter.attempted
+    found[counter.key.metric.name] = found.get(
+        counter.key.metric.name, 0) + (value or 0)
+  counts = {name: found.get(name, 0) for name in _REPORTED}
+  for kind in ERROR_KINDS:
+    name = counters.dead_letter_counter(kind)
+    counts[name] = found.get(name, 0)
+  for name, value in found.items():
+    counts.setdefault(name, value)
+  return counts
+
+
+def write_metrics(db_path, run_id, counts, recorded_at):
+  """One `pipeline_metrics` row per counter of this run (upsert by run and name)."""
+  con = connect(db_path)
+  try:
+    con.executemany(
+        'INSERT OR REPLACE INTO pipeline_metrics VALUES (?, ?, ?, ?)',
+        [(run_id, name, int(value), recorded_at.replace(tzinfo=None))
+         for name, value in sorted(counts.items())])
+  finally:
+    con.close()
+
+
+def format_summary(run_id, counts, seconds) -> str:
+  """The summary a local run prints."""
+  kinds = ', '.join(
+      '%s=%d' % (kind, counts[counters.dead_letter_counter(kind)])
+      for kind in ERROR_KINDS if counts[counters.dead_letter_counter(kind)])
+  rate = counts[counters.INPUT_RECORDS] / seconds if seconds > 0 else 0.0
+  return (
+      'run %s: records read %d, blank lines %d, events written %d '
+      '(already stored %d), duplicates %d, dead letters %d (%s), '
+      '%.1f s, %.0f records/s' % (
+          run_id, counts[counters.INPUT_RECORDS], counts[counters.BLANK_LINES],
+          counts[counters.EVENTS_WRITTEN], counts[counters.EVENTS_ALREADY_STORED],
+          counts[counters.DUPLICATES], counts[counters.DEAD_LETTERS],
+          kinds or 'none', seconds, rate))

@@ -1,0 +1,1 @@
+"""The event contract as data: Avro schemas, the registry, typed records, table schemas."""

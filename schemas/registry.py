@@ -1,0 +1,170 @@
+"""The schema registry: event types, versions, reader schemas and wire ids.
+
+The registry is read from `schemas/avro/registry.json` and the `.avsc` files next
+to it, so the contract lives as data. It answers three questions:
+
+* the version gate: is this `schema_version`'s major registered for this type?
+* which reader schema reads it (the newest registered minor of that major)?
+* which writer schema does a Confluent wire-format schema id name?
+
+Constraints Avro cannot express (lengths, patterns, minimums) are carried in the
+`.avsc` files as `x-` properties and turned into `FieldSpec`s for the validator.
+"""
+import copy
+import functools
+import json
+import os
+import re
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import fastavro
+
+__all__ = ['FieldSpec', 'PayloadSchema', 'Registry', 'default_registry',
+           'parse_version', 'AVRO_DIR']
+
+AVRO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'avro')
+_VERSION = re.compile(r'v([0-9]+)(?:\.([0-9]+))?')
+
+
+def parse_version(version) -> Optional[Tuple[int, int]]:
+  """Returns (major, minor) of a well-formed `schema_version`, else None.
+
+  Numbers compare as numbers: `v01` is major 1, `v10` is major 10.
+  """
+  if not isinstance(version, str):
+    return None
+  match = _VERSION.fullmatch(version)
+  if match is None:
+    return None
+  return int(match.group(1)), int(match.group(2) or 0)
+
+
+class FieldSpec(NamedTuple):
+  """One field's rule, read from an Avro field plus its `x-` constraints."""
+  name: str
+  avro_type: str  # 'string', 'long' or 'double'
+  nullable: bool
+  required: bool
+  default: object = None
+  min_length: Optional[int] = None
+  max_length: Optional[int] = None
+  pattern: Optional[str] = None
+  minimum: Optional[float] = None
+  fmt: Optional[str] = None
+
+
+class PayloadSchema(NamedTuple):
+  """A registered payload schema: type, version, Avro definition and field rules."""
+  event_type: str
+  version: str
+  avro: dict
+  fields: Tuple[FieldSpec, ...]
+  business_id: Tuple[str, ...]
+
+
+def field_specs(avro_record: dict) -> Tuple[FieldSpec, ...]:
+  """Turns an Avro record's fields into validation rules."""
+  specs = []
+  for field in avro_record['fields']:
+    ftype = field['type']
+    nullable = isinstance(ftype, list) and 'null' in ftype
+    if isinstance(ftype, list):
+      ftype = next(t for t in ftype if t != 'null')
+    specs.append(FieldSpec(
+        name=field['name'], avro_type=ftype, nullable=nullable,
+        required='default' not in field, default=field.get('default'),
+        min_length=field.get('x-min-length'), max_length=field.get('x-max-length'),
+        pattern=field.get('x-pattern'), minimum=field.get('x-minimum'),
+        fmt=field.get('x-format')))
+  return tuple(specs)
+
+
+def _load_json(name):
+  with open(os.path.join(AVRO_DIR, name), encoding='utf-8') as f:
+    return json.load(f)
+
+
+class Registry(object):
+  """The registered event types and their schemas (immutable once loaded)."""
+
+  def __init__(self, config: dict):
+    self._envelope = _load_json('envelope.avsc')
+    self.envelope_fields = tuple(
+        f for f in field_specs(self._envelope) if f.name != 'payload')
+    self._schemas: Dict[str, Dict[Tuple[int, int], PayloadSchema]] = {}
+    for event_type, entry in config['event_types'].items():
+      by_version = {}
+      for version, filename in entry['versions'].items():
+        avro = _load_json(filename)
+        by_version[parse_version(version)] = PayloadSchema(
+            event_type, version, avro, field_specs(avro),
+            tuple(avro.get('x-business-id', ())))
+      self._schemas[event_type] = by_version
+    self._wire_ids = {
+        int(k): (v[0], v[1]) for k, v in config['wire_ids'].items()}
+    self._parsed_wire = {}
+
+  @property
+  def event_types(self) -> List[str]:
+    return sorted(self._schemas)
+
+  def majors(self, event_type: Optional[str] = None) -> set:
+    """Registered major versions of one type, or of any type."""
+    types = [event_type] if event_type else list(self._schemas)
+    return {v[0] for t in types for v in self._schemas[t]}
+
+  def is_registered_type(self, event_type) -> bool:
+    return isinstance(event_type, str) and event_type in self._schemas
+
+  def reader(self, event_type: str, version: str) -> Optional[PayloadSchema]:
+    """The newest registered minor of `version`'s major, or None if not registered."""
+    parsed = parse_version(version)
+    if parsed is None or event_type not in self._schemas:
+      return None
+    same_major = [v for v in self._schemas[event_type] if v[0] == parsed[0]]
+    if not same_major:
+      return None
+    return self._schemas[event_type][max(same_major)]
+
+  def schema(self, event_type: str, version: str) -> PayloadSchema:
+    """The payload schema registered under exactly this version."""
+    return self._schemas[event_type][parse_version(version)]
+
+  def wire_schema_json(self, event_type: str, version: str) -> dict:
+    """The full writer schema (envelope + payload) producers frame Avro with."""
+    envelope = copy.deepcopy(self._envelope)
+    payload = copy.deepcopy(self.schema(event_type, version).avro)
+    for field in envelope['fields']:
+      if field['name'] == 'payload':
+        field['type'] = payload
+    return envelope
+
+  def wire_id(self, event_type: str, version: str) -> int:
+    for schema_id, (etype, ver) in self._wire_ids.items():
+      if etype == event_type and parse_version(ver) == parse_version(version):
+        return schema_id
+    raise KeyError('no wire id for %s %s' % (event_type, version))
+
+  def parsed_wire_schema(self, schema_id: int):
+    """The parsed fastavro writer schema for a wire id, or None if unknown."""
+    if schema_id not in self._wire_ids:
+      return None
+    if schema_id not in self._parsed_wire:
+      self._parsed_wire[schema_id] = fastavro.parse_schema(
+          self.wire_schema_json(*self._wire_ids[schema_id]))
+    return self._parsed_wire[schema_id]
+
+  def wire_id_for_schema(self, writer_schema: dict) -> Optional[int]:
+    """The wire id whose schema has the same canonical form, else None."""
+    canonical = fastavro.schema.to_parsing_canonical_form(writer_schema)
+    for schema_id in self._wire_ids:
+      if fastavro.schema.to_parsing_canonical_form(
+          self.parsed_wire_schema(schema_id)) == canonical:
+        return schema_id
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def default_registry() -> Registry:
+  """The registry shipped in `schemas/avro/` (loaded once per process)."""
+  return Registry(_load_json('registry.json'))

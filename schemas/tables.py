@@ -1,0 +1,134 @@
+"""The output tables of contract section 4, as data.
+
+Each table is a list of `Column`s and a key. The DuckDB DDL, the Arrow schema (for
+staging files and the cold Parquet tier) and, in production, the BigQuery schema
+are all derived from these lists, and `events`' columns from the `Event` record,
+so there is one source of truth per shape. Timestamps are UTC.
+"""
+from typing import Dict, NamedTuple, Tuple
+
+import pyarrow as pa
+
+__all__ = ['Column', 'Table', 'TABLES', 'EVENTS', 'DEAD_LETTERS',
+           'PIPELINE_METRICS', 'VIEW_TABLES', 'arrow_schema', 'duckdb_ddl']
+
+
+class Column(NamedTuple):
+  name: str
+  type: str  # STRING, INT64, FLOAT64, TIMESTAMP, JSON
+  nullable: bool = True
+
+
+class Table(NamedTuple):
+  name: str
+  columns: Tuple[Column, ...]
+  key: Tuple[str, ...]
+
+  @property
+  def column_names(self):
+    return [c.name for c in self.columns]
+
+
+def _cols(spec):
+  """'name TYPE' or 'name TYPE!' (not null) per line to Columns."""
+  columns = []
+  for line in spec.strip().splitlines():
+    name, ctype = line.split()
+    columns.append(Column(name, ctype.rstrip('!'), not ctype.endswith('!')))
+  return tuple(columns)
+
+
+EVENTS = Table('events', _cols('''
+    idempotency_key STRING!
+    trace_id STRING!
+    schema_version STRING!
+    event_type STRING!
+    source STRING!
+    tenant_id STRING!
+    user_id STRING!
+    event_time TIMESTAMP!
+    ingested_at TIMESTAMP!
+    processed_at TIMESTAMP!
+    user_tier STRING!
+    user_region STRING!
+    payload JSON!
+    '''), ('idempotency_key',))
+
+DEAD_LETTERS = Table('dead_letters', _cols('''
+    dead_letter_id STRING!
+    error_kind STRING!
+    error_stage STRING!
+    error_message STRING!
+    raw STRING!
+    raw_encoding STRING!
+    idempotency_key STRING
+    tenant_id STRING
+    origin STRING!
+    failed_at TIMESTAMP!
+    replay_count INT64!
+    '''), ('dead_letter_id',))
+
+PIPELINE_METRICS = Table('pipeline_metrics', _cols('''
+    run_id STRING!
+    name STRING!
+    value INT64!
+    recorded_at TIMESTAMP!
+    '''), ('run_id', 'name'))
+
+USER_ACTIVITY_HOURLY = Table('user_activity_hourly', _cols('''
+    window_start TIMESTAMP!
+    window_end TIMESTAMP!
+    tenant_id STRING!
+    user_id STRING!
+    event_count INT64!
+    last_event_time TIMESTAMP!
+    pane_timing STRING!
+    updated_at TIMESTAMP!
+    '''), ('window_start', 'tenant_id', 'user_id'))
+
+EVENT_COUNTS_1M = Table('event_counts_1m', _cols('''
+    window_start TIMESTAMP!
+    window_end TIMESTAMP!
+    tenant_id STRING!
+    event_type STRING!
+    event_count INT64!
+    pane_timing STRING!
+    updated_at TIMESTAMP!
+    '''), ('window_start', 'tenant_id', 'event_type'))
+
+ACTIVE_USERS_15M = Table('active_users_15m', _cols('''
+    window_start TIMESTAMP!
+    window_end TIMESTAMP!
+    tenant_id STRING!
+    active_users INT64!
+    pane_timing STRING!
+    updated_at TIMESTAMP!
+    '''), ('window_start', 'tenant_id'))
+
+VIEW_TABLES = (USER_ACTIVITY_HOURLY, EVENT_COUNTS_1M, ACTIVE_USERS_15M)
+TABLES: Dict[str, Table] = {
+    t.name: t for t in (EVENTS, DEAD_LETTERS, PIPELINE_METRICS) + VIEW_TABLES}
+
+_ARROW = {
+    'STRING': pa.string(), 'JSON': pa.string(), 'INT64': pa.int64(),
+    'FLOAT64': pa.float64(), 'TIMESTAMP': pa.timestamp('us', tz='UTC'),
+}
+_DUCKDB = {
+    'STRING': 'VARCHAR', 'JSON': 'VARCHAR', 'INT64': 'BIGINT',
+    'FLOAT64': 'DOUBLE', 'TIMESTAMP': 'TIMESTAMP',
+}
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+  """The Arrow schema of a table (timestamps: microseconds, UTC)."""
+  return pa.schema([
+      pa.field(c.name, _ARROW[c.type], nullable=c.nullable) for c in table.columns])
+
+
+def duckdb_ddl(table: Table) -> str:
+  """CREATE TABLE IF NOT EXISTS for DuckDB, with the table's key as primary key."""
+  columns = ',\n  '.join(
+      '%s %s%s' % (c.name, _DUCKDB[c.type], '' if c.nullable else ' NOT NULL')
+      for c in table.columns)
+  return 'CREATE TABLE IF NOT EXISTS %s (\n  %s,\n  PRIMARY KEY (%s)\n)' % (
+      table.name, columns, ', '.join(table.key))

@@ -1,0 +1,30 @@
+"""The analytics pipeline package, installed by users (`pip install -e .`) and by
+Beam workers (`--setup_file ./setup.py`), with the pins of requirements.txt."""
+import os
+
+import setuptools
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _requirements():
+  with open(os.path.join(_HERE, 'requirements.txt'), encoding='utf-8') as f:
+    return [line.strip() for line in f
+            if line.strip() and not line.startswith('#')
+            and not line.startswith('pytest')]
+
+
+setuptools.setup(
+    name='beam-realtime-analytics',
+    version='0.1.0',
+    description='Real-time analytics on Apache Beam: contract-checked events, '
+    'dedup, enrichment, event-time views, hot and cold tiers, dead letters.',
+    python_requires='>=3.10',
+    packages=setuptools.find_packages(include=['pipelines', 'pipelines.*',
+                                               'transforms', 'transforms.*',
+                                               'schemas', 'schemas.*']),
+    package_data={'schemas': ['avro/*.avsc', 'avro/*.json']},
+    include_package_data=True,
+    install_requires=_requirements(),
+    extras_require={'test': ['pytest==9.2.0']},
+)

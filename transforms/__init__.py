@@ -1,0 +1,1 @@
+"""Composable PTransforms of the analytics pipeline, one module per concern."""

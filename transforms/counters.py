@@ -1,0 +1,23 @@
+"""Names of the pipeline's Beam counters, shared by the steps and the run summary.
+
+Every counter lives in one namespace so `run()` can read them back from the
+`PipelineResult` and write them to `pipeline_metrics`.
+"""
+__all__ = ['NAMESPACE', 'dead_letter_counter']
+
+NAMESPACE = 'analytics'
+INPUT_RECORDS = 'input_records'
+BLANK_LINES = 'blank_lines'
+VALID_EVENTS = 'valid_events'
+UNKNOWN_FIELDS = 'unknown_fields'
+DUPLICATES = 'duplicates'
+EVENTS_WRITTEN = 'events_written'
+EVENTS_ALREADY_STORED = 'events_already_stored'
+DEAD_LETTERS = 'dead_letters'
+DEAD_LETTERS_WRITTEN = 'dead_letters_written'
+ENRICHMENT_FALLBACKS = 'enrichment_fallbacks'
+
+
+def dead_letter_counter(kind: str) -> str:
+  """The counter of one dead-letter kind, e.g. `dead_letters_malformed`."""
+  return 'dead_letters_%s' % kind
