@@ -8,6 +8,7 @@ graph, writes the run's counters to `pipeline_metrics` and prints a summary.
 """
 import datetime
 import logging
+import os
 import sys
 import time
 import uuid
@@ -19,6 +20,7 @@ from pipelines.options import AnalyticsOptions, HotSink, UsageError, parse_args
 from schemas import tables
 from schemas.rows import dead_letter_row, event_row
 from transforms.dead_letters import CollectDeadLetters
+from transforms.dedup import DedupByIdempotencyKey
 from transforms.decode import DEAD_LETTERS, DecodeAndValidate
 from transforms.duckdb_sink import WriteToDuckDB
 from transforms.sources import ReadRecords
@@ -47,7 +49,9 @@ def build(pipeline, options, *, source=None):
   if source is None:
     source = pipeline | 'ReadInput' >> ReadRecords(opts.input)
   decoded = source | 'DecodeAndValidate' >> DecodeAndValidate()
-  events = decoded.events
+  events = (
+      decoded.events
+      | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl))
   dead_letters = (
       (decoded[DEAD_LETTERS],)
       | 'DeadLetters' >> CollectDeadLetters())
@@ -68,6 +72,8 @@ def run(argv=None) -> dict:
   options = parse_args(sys.argv[1:] if argv is None else argv)
   opts = options.view_as(AnalyticsOptions)
   run_id = '%s-%s' % (_utcnow().strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
+  hot = HotSink(opts.hot_sink)
+  os.makedirs(os.path.dirname(os.path.abspath(hot.target)), exist_ok=True)
   started = time.monotonic()
   pipeline = beam.Pipeline(options=options)
   build(pipeline, options)
@@ -75,7 +81,7 @@ def run(argv=None) -> dict:
   result.wait_until_finish()
   seconds = time.monotonic() - started
   counts = summary.read_counters(result)
-  summary.write_metrics(HotSink(opts.hot_sink).target, run_id, counts, _utcnow())
+  summary.write_metrics(hot.target, run_id, counts, _utcnow())
   print(summary.format_summary(run_id, counts, seconds))
   return counts
 

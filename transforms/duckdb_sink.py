@@ -99,7 +99,16 @@ def commit_staged(db_path: str, staged) -> dict:
   for files in by_table.values():
     for path in files:
       os.remove(path)
+  _remove_empty_folders({os.path.dirname(p) for f in by_table.values() for p in f})
   return result
+
+
+def _remove_empty_folders(folders):
+  """Removes staging folders left empty, and their parent if it is empty too."""
+  for folder in sorted(folders):
+    for path in (folder, os.path.dirname(folder)):
+      if os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)
 
 
 class _StageFn(beam.DoFn):

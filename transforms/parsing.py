@@ -124,6 +124,8 @@ def parse_wire_avro(data: bytes, registry) -> dict:
   schema_id = struct.unpack('>I', data[1:5])[0]
   schema = registry.parsed_wire_schema(schema_id)
   if schema is None:
+    if schema_id == 0:
+      raise Malformed('Avro writer schema is not registered')
     raise Malformed('unknown Avro schema id %d' % schema_id)
   body = io.BytesIO(data[5:])
   try:

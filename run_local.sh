@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the main job locally on embedded defaults: generates a sample, runs the
+# pipeline on the DirectRunner into out/warehouse.duckdb and out/cold, then
+# shows the summary and a few rows of each table.
+#   ./run_local.sh                 # 20,000 sample events
+#   EVENTS=200000 ./run_local.sh   # a bigger sample
+#   ./run_local.sh --input 'my/*.jsonl'  # your own files (extra flags are passed on)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+source scripts/bootstrap.sh
+PY="$ROOT/.venv/bin/python"
+EVENTS="${EVENTS:-20000}"
+DATA="${DATA:-data/sample}"
+OUT="${OUT:-out}"
+
+if [ ! -f "$DATA/manifest.json" ] || [ "$(cat "$DATA/.events" 2>/dev/null)" != "$EVENTS" ]; then
+  rm -rf "$DATA"
+  echo "generating $EVENTS sample events into $DATA"
+  "$PY" -m pipelines.generate --out "$DATA" --events "$EVENTS" --users 500 --tenants 5 --files 4 >/dev/null
+  echo "$EVENTS" > "$DATA/.events"
+fi
+
+"$PY" -m pipelines.analytics \
+  --input "$DATA/events/*.jsonl" \
+  --profiles "$DATA/profiles.jsonl" \
+  --hot_sink "duckdb:$OUT/warehouse.duckdb" \
+  --cold_path "$OUT/cold" \
+  --runner DirectRunner \
+  "$@"
+
+"$PY" -m pipelines.show --hot_sink "duckdb:$OUT/warehouse.duckdb" --cold_path "$OUT/cold"

@@ -1,0 +1,86 @@
+"""The staged DuckDB commit: idempotent, retryable, all or nothing."""
+import datetime
+import os
+
+import duckdb
+import pytest
+
+from schemas import tables
+from schemas.records import RawRecord
+from schemas.rows import dead_letter_row, event_row
+from tests.helpers import as_json, envelope
+from transforms.decode import decode_and_validate
+from transforms.duckdb_sink import commit_staged
+from transforms.staging import write_staging_file
+
+NOW = datetime.datetime(2024, 3, 1, 12, tzinfo=datetime.timezone.utc)
+
+
+def _event_rows(n, start=0):
+  rows = []
+  for i in range(start, start + n):
+    event, _ = decode_and_validate(RawRecord(as_json(envelope(
+        trace_id='t-%d' % i, payload__url='/%d' % i))))
+    rows.append(event_row(event, NOW))
+  return rows
+
+
+def _count(db, table):
+  con = duckdb.connect(db, read_only=True)
+  try:
+    return con.execute('SELECT count(*) FROM %s' % table).fetchone()[0]
+  finally:
+    con.close()
+
+
+def test_staging_file_name_is_derived_from_content(tmp_path):
+  rows = _event_rows(3)
+  a = write_staging_file(str(tmp_path), tables.EVENTS, rows)
+  b = write_staging_file(str(tmp_path), tables.EVENTS, rows)
+  c = write_staging_file(str(tmp_path), tables.EVENTS, rows[:2])
+  assert a == b != c
+  assert sorted(os.listdir(tmp_path / 'events')) == sorted(
+      [os.path.basename(a), os.path.basename(c)])
+
+
+def test_commit_is_idempotent_and_counts_already_stored(tmp_path):
+  db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
+  first = write_staging_file(staging, tables.EVENTS, _event_rows(5))
+  assert commit_staged(db, [('events', first)]) == {'events': (5, 5)}
+  assert not os.path.exists(first)
+  again = write_staging_file(staging, tables.EVENTS, _event_rows(7))
+  assert commit_staged(db, [('events', again)]) == {'events': (7, 2)}
+  assert _count(db, 'events') == 7
+
+
+def test_commit_retried_after_success_adds_nothing(tmp_path):
+  db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
+  path = write_staging_file(staging, tables.EVENTS, _event_rows(4))
+  commit_staged(db, [('events', path)])
+  # The retried commit names files that the first attempt removed.
+  assert commit_staged(db, [('events', path)]) == {}
+  assert _count(db, 'events') == 4
+
+
+def test_failed_commit_writes_nothing_and_keeps_staging(tmp_path):
+  db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
+  good = write_staging_file(staging, tables.EVENTS, _event_rows(3))
+  letter, _ = decode_and_validate(RawRecord(b'{bad', 'f:1'))
+  letters = write_staging_file(
+      staging, tables.DEAD_LETTERS, [dead_letter_row(letter, NOW)])
+  broken = os.path.join(staging, 'dead_letters', 'broken.parquet')
+  with open(broken, 'wb') as f:
+    f.write(b'not parquet')
+  with pytest.raises(duckdb.Error):
+    commit_staged(db, [('events', good), ('dead_letters', letters),
+                       ('dead_letters', broken)])
+  assert _count(db, 'events') == 0 and _count(db, 'dead_letters') == 0
+  assert os.path.exists(good) and os.path.exists(letters)
+
+
+def test_same_key_staged_twice_keeps_one_row(tmp_path):
+  db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
+  rows = _event_rows(2)
+  a = write_staging_file(staging, tables.EVENTS, rows)
+  b = write_staging_file(staging, tables.EVENTS, rows[:1])
+  assert commit_staged(db, [('events', a), ('events', b)]) == {'events': (3, 2)}
