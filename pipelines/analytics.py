@@ -16,14 +16,18 @@ import uuid
 import apache_beam as beam
 
 from pipelines import summary
-from pipelines.options import AnalyticsOptions, HotSink, UsageError, parse_args
+from pipelines.options import (AnalyticsOptions, HotSink, UsageError,
+                               lookup_settings, parse_args)
 from schemas import tables
 from schemas.rows import dead_letter_row, event_row
 from transforms.dead_letters import CollectDeadLetters
 from transforms.dedup import DedupByIdempotencyKey
 from transforms.decode import DEAD_LETTERS, DecodeAndValidate
 from transforms.duckdb_sink import WriteToDuckDB
+from transforms.enrich import EnrichFromSideInput, ReadProfiles
+from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
 from transforms.sources import ReadRecords
+from transforms.stores import DuckDBProfileStore
 
 __all__ = ['build', 'run', 'main']
 
@@ -32,7 +36,20 @@ def _utcnow():
   return datetime.datetime.now(datetime.timezone.utc)
 
 
-def build(pipeline, options, *, source=None):
+def _enrich(pipeline, opts, events, store_factory):
+  """Joins profiles; returns (events, tuple of dead-letter PCollections)."""
+  if opts.enrichment == 'lookup':
+    factory = store_factory or DuckDBProfileStore(opts.profiles)
+    enriched = events | 'Enrich' >> EnrichWithLookups(
+        factory, lookup_settings(opts))
+    return enriched.events, (enriched[ENRICHMENT_FAILED_TAG],)
+  profiles = None
+  if opts.profiles:
+    profiles = pipeline | 'ReadProfiles' >> ReadProfiles(opts.profiles)
+  return events | 'Enrich' >> EnrichFromSideInput(profiles), ()
+
+
+def build(pipeline, options, *, source=None, store_factory=None):
   """Wires the pipeline; returns its outputs as a dict of PCollections.
 
   Args:
@@ -40,6 +57,8 @@ def build(pipeline, options, *, source=None):
     options: `PipelineOptions` with the `AnalyticsOptions` flags.
     source: a PCollection of raw records (bytes or `RawRecord`) to use instead
       of the configured input, for tests and for embedding the pipeline.
+    store_factory: with `--enrichment lookup`, a picklable callable returning
+      the profile store (default: a DuckDB store loaded from `--profiles`).
 
   Returns:
     {'events': Event PCollection, 'dead_letters': DeadLetter PCollection,
@@ -49,11 +68,10 @@ def build(pipeline, options, *, source=None):
   if source is None:
     source = pipeline | 'ReadInput' >> ReadRecords(opts.input)
   decoded = source | 'DecodeAndValidate' >> DecodeAndValidate()
-  events = (
-      decoded.events
-      | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl))
+  unique = decoded.events | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl)
+  events, enrich_letters = _enrich(pipeline, opts, unique, store_factory)
   dead_letters = (
-      (decoded[DEAD_LETTERS],)
+      (decoded[DEAD_LETTERS],) + enrich_letters
       | 'DeadLetters' >> CollectDeadLetters())
   rows = {
       tables.EVENTS.name: events | 'EventRows' >> beam.Map(

@@ -12,7 +12,8 @@ import re
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-__all__ = ['AnalyticsOptions', 'UsageError', 'parse_args', 'HotSink']
+__all__ = ['AnalyticsOptions', 'UsageError', 'parse_args', 'HotSink',
+           'lookup_settings']
 
 
 class UsageError(ValueError):
@@ -49,6 +50,47 @@ class AnalyticsOptions(PipelineOptions):
         '--dedup_ttl', type=int, default=86400,
         help='Seconds of event time an idempotency key is remembered. '
         'Default: 86400.')
+    parser.add_argument(
+        '--enrichment', choices=['side_input', 'lookup'], default='side_input',
+        help='How profiles are joined: side_input (the whole file as an AsDict) '
+        'or lookup (cached lookups in a profile store). Default: side_input.')
+    parser.add_argument(
+        '--enrichment_fallback', choices=['unknown', 'none'], default='unknown',
+        help='When a lookup fails: unknown (tier and region "unknown", counted) '
+        'or none (an enrichment_failed dead letter). Default: unknown.')
+    parser.add_argument(
+        '--cache_size', type=int, default=100000,
+        help='Entries of the in-process LRU profile cache. Default: 100000.')
+    parser.add_argument(
+        '--cache_ttl_s', type=float, default=300.0,
+        help='Seconds an in-process cache entry lives. Default: 300.')
+    parser.add_argument(
+        '--redis_url', default=None,
+        help='Shared profile cache, redis://host:port/db. Default: none.')
+    parser.add_argument(
+        '--redis_ttl_s', type=int, default=3600,
+        help='Seconds a Redis cache entry lives. Default: 3600.')
+    parser.add_argument(
+        '--lookup_timeout_s', type=float, default=2.0,
+        help='Timeout of one profile store call, seconds. Default: 2.')
+    parser.add_argument(
+        '--lookup_max_retries', type=int, default=3,
+        help='Retries of a transient lookup failure. Default: 3.')
+    parser.add_argument(
+        '--lookup_backoff_initial_s', type=float, default=1.0,
+        help='First retry delay, seconds. Default: 1.')
+    parser.add_argument(
+        '--lookup_backoff_max_s', type=float, default=30.0,
+        help='Longest retry delay, seconds. Default: 30.')
+    parser.add_argument(
+        '--lookup_backoff_multiplier', type=float, default=2.0,
+        help='Growth of the retry delay. Default: 2.')
+    parser.add_argument(
+        '--breaker_threshold', type=int, default=5,
+        help='Failed lookups in a row that open the circuit breaker. Default: 5.')
+    parser.add_argument(
+        '--breaker_reset_s', type=float, default=30.0,
+        help='Seconds the breaker stays open before a trial call. Default: 30.')
     parser.add_argument(
         '--batch_size', type=int, default=50000,
         help='Rows per staging file written to the hot warehouse at most. '
@@ -121,8 +163,39 @@ def _check_values(opts: AnalyticsOptions):
   for flag in ('allowed_lateness', 'dedup_ttl'):
     if getattr(opts, flag) < 0:
       raise UsageError('--%s: must be >= 0, got %d' % (flag, getattr(opts, flag)))
+  if opts.enrichment == 'lookup' and not opts.profiles:
+    raise UsageError('--profiles: required with --enrichment lookup')
+  if opts.redis_url and not re.fullmatch(r'rediss?://[^/\s]+(/[0-9]+)?',
+                                         opts.redis_url):
+    raise UsageError('--redis_url: expected redis://host:port/db, got %r'
+                     % opts.redis_url)
+  for flag in ('cache_size', 'breaker_threshold'):
+    if getattr(opts, flag) < 1:
+      raise UsageError('--%s: must be >= 1' % flag)
+  for flag in ('cache_ttl_s', 'lookup_timeout_s', 'lookup_backoff_initial_s',
+               'lookup_backoff_max_s', 'breaker_reset_s', 'redis_ttl_s'):
+    if getattr(opts, flag) <= 0:
+      raise UsageError('--%s: must be > 0' % flag)
+  if opts.lookup_max_retries < 0 or opts.lookup_backoff_multiplier < 1:
+    raise UsageError('--lookup_max_retries must be >= 0 and '
+                     '--lookup_backoff_multiplier >= 1')
   if opts.batch_size < 1:
     raise UsageError('--batch_size: must be >= 1, got %d' % opts.batch_size)
+
+
+def lookup_settings(opts):
+  """The lookup path's settings from the options."""
+  from transforms.lookup import LookupSettings
+  from transforms.resilience import RetryPolicy
+  return LookupSettings(
+      cache_size=opts.cache_size, cache_ttl_s=opts.cache_ttl_s,
+      redis_url=opts.redis_url, redis_ttl_s=opts.redis_ttl_s,
+      lookup_timeout_s=opts.lookup_timeout_s,
+      retry=RetryPolicy(opts.lookup_max_retries, opts.lookup_backoff_initial_s,
+                        opts.lookup_backoff_max_s, opts.lookup_backoff_multiplier),
+      breaker_threshold=opts.breaker_threshold,
+      breaker_reset_s=opts.breaker_reset_s,
+      fallback=opts.enrichment_fallback == 'unknown')
 
 
 def parse_args(argv) -> PipelineOptions:

@@ -106,3 +106,29 @@ def test_bad_flag_stops_before_start_naming_the_flag(sample, tmp_path, flag, arg
   lines = done.stderr.strip().splitlines()
   assert len(lines) == 1 and flag in lines[0], done.stderr
   assert not os.path.exists(tmp_path / 'out'), 'nothing is written'
+
+
+@pytest.mark.parametrize('mode', ['side_input', 'lookup'])
+def test_enrichment_equals_a_plain_python_join(sample, tmp_path, mode):
+  sample_dir, _ = sample
+  db = str(tmp_path / 'w.duckdb')
+  _run(sample_dir, db, '--enrichment', mode)
+  newest = {}
+  with open(os.path.join(sample_dir, 'profiles.jsonl')) as f:
+    for line in f:
+      row = json.loads(line)
+      key = (row['tenant_id'], row['user_id'])
+      if key not in newest or row['updated_at'] > newest[key]['updated_at']:
+        newest[key] = row
+  rows = query(db, 'SELECT tenant_id, user_id, user_tier, user_region FROM events')
+  assert rows
+  fallbacks = 0
+  for tenant, user, tier, region in rows:
+    profile = newest.get((tenant, user))
+    if profile is None:
+      fallbacks += 1
+      assert (tier, region) == ('unknown', 'unknown')
+    else:
+      assert (tier, region) == (profile['tier'], profile['region'])
+  assert 0 < fallbacks < len(rows)
+  assert metrics(db)['enrichment_fallbacks'] == fallbacks

@@ -1,0 +1,79 @@
+"""Enrichment from a side input: the profiles file as an `AsDict`.
+
+The default mode (`--enrichment side_input`): the whole profiles file is read,
+reduced to the newest profile per (tenant_id, user_id), and joined to each event
+as a side input. No profile gives the `unknown` fallback, counted as
+`enrichment_fallbacks` (not a dead letter). For profile stores too large for a
+side input, see `lookup.py`.
+"""
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms import counters
+from transforms.profiles import FALLBACK, newer, parse_profile_line
+
+__all__ = ['ReadProfiles', 'EnrichFromSideInput', 'apply_profile']
+
+
+def apply_profile(event, profile):
+  """The event with the profile's tier and region (the fallback when None)."""
+  profile = profile or FALLBACK
+  return event._replace(user_tier=profile.tier, user_region=profile.region)
+
+
+class ReadProfiles(beam.PTransform):
+  """Profiles file (JSON lines) to ((tenant_id, user_id), newest Profile) pairs."""
+
+  def __init__(self, path):
+    super().__init__()
+    self._path = path
+
+  def expand(self, pbegin):
+    return (
+        pbegin
+        | 'ReadLines' >> beam.io.ReadFromText(self._path)
+        | 'Parse' >> beam.FlatMap(
+            lambda line, where=self._path: [
+                p for p in [parse_profile_line(line, where)] if p is not None])
+        | 'NewestPerUser' >> beam.CombinePerKey(
+            lambda profiles: _newest_of(profiles)))
+
+
+def _newest_of(profiles):
+  result = None
+  for profile in profiles:
+    result = profile if result is None else newer(result, profile)
+  return result
+
+
+class _EnrichFn(beam.DoFn):
+
+  def setup(self):
+    self._fallbacks = Metrics.counter(
+        counters.NAMESPACE, counters.ENRICHMENT_FALLBACKS)
+
+  def process(self, event, profiles):
+    profile = profiles.get((event.tenant_id, event.user_id))
+    if profile is None:
+      self._fallbacks.inc()
+    yield apply_profile(event, profile)
+
+
+class EnrichFromSideInput(beam.PTransform):
+  """Events in, events with `user_tier`/`user_region` out.
+
+  Args:
+    profiles: a PCollection of ((tenant_id, user_id), Profile) pairs, or None
+      (every event gets the fallback).
+  """
+
+  def __init__(self, profiles):
+    super().__init__()
+    self._profiles = profiles
+
+  def expand(self, events):
+    profiles = self._profiles
+    if profiles is None:
+      profiles = events.pipeline | 'NoProfiles' >> beam.Create([])
+    return events | 'JoinProfiles' >> beam.ParDo(
+        _EnrichFn(), profiles=beam.pvalue.AsDict(profiles))

@@ -1,0 +1,246 @@
+"""Enrichment by cached remote lookups (`--enrichment lookup`).
+
+For profile stores too large for a side input. The lookups go through Beam's
+`Enrichment` transform with the project's `ProfileLookupHandler`, which puts in
+front of the store:
+
+1. an in-process LRU cache with a TTL (per worker process);
+2. optionally a shared Redis cache (`--redis_url`). Unlike Beam's own
+   `with_redis_cache`, a Redis failure never fails the pipeline: the handler
+   bypasses Redis for a few seconds and goes to the store, then tries again;
+3. the store itself, each call with a timeout, transient failures retried with
+   exponential backoff, behind a circuit breaker. While the breaker is open,
+   events flow on with the fallback values (counted); it closes when a trial call
+   succeeds. With `--enrichment_fallback none` a failed lookup is an
+   `enrichment_failed` dead letter instead.
+
+The handler runs inside Beam's request thread, where Beam metrics cannot be
+incremented, so each answer carries its counter increments and the step after
+`Enrichment` counts them.
+"""
+import collections
+import json
+import logging
+import time
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.enrichment import Enrichment, EnrichmentSourceHandler
+
+from schemas.records import DeadLetter, ENRICHMENT_FAILED
+from transforms import counters
+from transforms.enrich import apply_profile
+from transforms.profiles import Profile
+from transforms.resilience import (MISSING, CircuitBreaker, LruTtlCache,
+                                   RetryPolicy, TransientError,
+                                   call_with_retries)
+
+__all__ = ['LookupSettings', 'ProfileLookupHandler', 'SafeRedisCache',
+           'EnrichWithLookups', 'ENRICHMENT_FAILED_TAG', 'LOOKUP_COUNTERS']
+
+_LOGGER = logging.getLogger(__name__)
+ENRICHMENT_FAILED_TAG = 'enrichment_failed'
+LOOKUP_COUNTERS = ('cache_hits', 'cache_misses', 'cache_evictions',
+                   'redis_hits', 'redis_errors', 'store_calls', 'store_failures',
+                   'breaker_openings', counters.ENRICHMENT_FALLBACKS)
+
+
+class LookupSettings(NamedTuple):
+  """Every knob of the lookup path (all from options)."""
+  cache_size: int = 100000
+  cache_ttl_s: float = 300.0
+  redis_url: Optional[str] = None
+  redis_ttl_s: int = 3600
+  lookup_timeout_s: float = 2.0
+  retry: RetryPolicy = RetryPolicy()
+  breaker_threshold: int = 5
+  breaker_reset_s: float = 30.0
+  fallback: bool = True
+
+  def call_budget_s(self) -> float:
+    """The longest one handler call may take (timeouts plus backoff)."""
+    return ((self.retry.max_retries + 1) * self.lookup_timeout_s
+            + sum(self.retry.delays()) + 5.0)
+
+
+class SafeRedisCache(object):
+  """A Redis cache that never raises: on an error it is bypassed for a while."""
+
+  def __init__(self, url, ttl_s, retry_after_s=5.0, clock=time.monotonic):
+    import redis  # imported here: only the lookup path needs it
+    self._errors = (redis.exceptions.RedisError, OSError)
+    self._client = redis.Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    self._ttl_s, self._retry_after_s, self._clock = ttl_s, retry_after_s, clock
+    self._down_until = 0.0
+    self.errors = 0
+
+  @staticmethod
+  def key(tenant_id, user_id):
+    return 'profile:%s:%s' % (tenant_id, user_id)
+
+  def _usable(self):
+    return self._clock() >= self._down_until
+
+  def _failed(self, error):
+    self.errors += 1
+    self._down_until = self._clock() + self._retry_after_s
+    _LOGGER.warning('Redis cache bypassed for %.0f s: %s', self._retry_after_s, error)
+
+  def get(self, tenant_id, user_id):
+    if not self._usable():
+      return MISSING
+    try:
+      data = self._client.get(self.key(tenant_id, user_id))
+    except self._errors as e:
+      self._failed(e)
+      return MISSING
+    if data is None:
+      return MISSING
+    value = json.loads(data)
+    return None if value is None else Profile(*value)
+
+  def put(self, tenant_id, user_id, profile):
+    if not self._usable():
+      return
+    try:
+      self._client.set(self.key(tenant_id, user_id),
+                       json.dumps(None if profile is None else list(profile)),
+                       ex=self._ttl_s)
+    except self._errors as e:
+      self._failed(e)
+
+  def close(self):
+    self._client.close()
+
+
+class ProfileLookupHandler(EnrichmentSourceHandler):
+  """Event in; (event, (profile or None, error or None, counter increments)) out.
+
+  Args:
+    store_factory: a picklable callable returning a store with `open()`,
+      `lookup(tenant_id, user_id, timeout_s) -> Profile or None` (raising
+      `TransientError` on a failure worth retrying) and `close()`.
+    settings: `LookupSettings`.
+  """
+  use_custom_types = True
+
+  def __init__(self, store_factory, settings: LookupSettings):
+    self._store_factory = store_factory
+    self._settings = settings
+
+  def __enter__(self):
+    s = self._settings
+    self._store = self._store_factory()
+    self._store.open()
+    self._cache = LruTtlCache(s.cache_size, s.cache_ttl_s)
+    self._redis = SafeRedisCache(s.redis_url, s.redis_ttl_s) if s.redis_url else None
+    self._breaker = CircuitBreaker(s.breaker_threshold, s.breaker_reset_s)
+
+  def __exit__(self, *exc):
+    self._store.close()
+    if self._redis is not None:
+      self._redis.close()
+
+  def get_cache_key(self, request):
+    return ''  # Beam's cache is not used; see the module docstring
+
+  def __call__(self, event, *args, **kwargs):
+    before = self._snapshot()
+    profile, error = self._lookup(event.tenant_id, event.user_id)
+    delta = {k: v - before[k] for k, v in self._snapshot().items() if v != before[k]}
+    if profile is None:
+      delta[counters.ENRICHMENT_FALLBACKS] = 1 if error is None or \
+          self._settings.fallback else 0
+    return event, (profile, error, delta)
+
+  def _snapshot(self):
+    redis_errors = self._redis.errors if self._redis else 0
+    return collections.Counter(
+        cache_hits=self._cache.hits, cache_misses=self._cache.misses,
+        cache_evictions=self._cache.evictions, redis_errors=redis_errors,
+        breaker_openings=self._breaker.openings,
+        store_calls=getattr(self, '_store_calls', 0),
+        store_failures=getattr(self, '_store_failures', 0),
+        redis_hits=getattr(self, '_redis_hits', 0))
+
+  def _lookup(self, tenant_id, user_id):
+    key = (tenant_id, user_id)
+    cached = self._cache.get(key)
+    if cached is not MISSING:
+      return cached, None
+    if self._redis is not None:
+      shared = self._redis.get(tenant_id, user_id)
+      if shared is not MISSING:
+        self._redis_hits = getattr(self, '_redis_hits', 0) + 1
+        self._cache.put(key, shared)
+        return shared, None
+    if not self._breaker.allow():
+      return None, 'profile store circuit breaker is open'
+    try:
+      profile = call_with_retries(self._call_store(tenant_id, user_id),
+                                  self._settings.retry)
+    except TransientError as e:
+      self._store_failures = getattr(self, '_store_failures', 0) + 1
+      self._breaker.record_failure()
+      return None, 'profile lookup failed after %d retries: %s' % (
+          self._settings.retry.max_retries, e)
+    self._breaker.record_success()
+    self._cache.put(key, profile)
+    if self._redis is not None:
+      self._redis.put(tenant_id, user_id, profile)
+    return profile, None
+
+  def _call_store(self, tenant_id, user_id):
+    def call():
+      self._store_calls = getattr(self, '_store_calls', 0) + 1
+      return self._store.lookup(tenant_id, user_id, self._settings.lookup_timeout_s)
+    return call
+
+
+class _CountAndRouteFn(beam.DoFn):
+  """Counts the handler's increments; routes failed lookups when no fallback."""
+
+  def __init__(self, fallback):
+    self._fallback = fallback
+
+  def setup(self):
+    self._counters = {name: Metrics.counter(counters.NAMESPACE, name)
+                      for name in LOOKUP_COUNTERS}
+
+  def process(self, joined):
+    event, (profile, error, delta) = joined
+    for name, value in delta.items():
+      if value:
+        self._counters[name].inc(value)
+    if error is not None and not self._fallback:
+      yield beam.pvalue.TaggedOutput(ENRICHMENT_FAILED_TAG, DeadLetter.of(
+          ENRICHMENT_FAILED, error, event.raw, event.origin,
+          idempotency_key=event.idempotency_key, tenant_id=event.tenant_id))
+      return
+    yield apply_profile(event, profile)
+
+
+class EnrichWithLookups(beam.PTransform):
+  """Events in; enriched events (main) and `enrichment_failed` letters out.
+
+  Args:
+    store_factory: see `ProfileLookupHandler`.
+    settings: `LookupSettings`.
+  """
+
+  def __init__(self, store_factory, settings: LookupSettings):
+    super().__init__()
+    self._handler = ProfileLookupHandler(store_factory, settings)
+    self._settings = settings
+
+  def expand(self, events):
+    return (
+        events
+        | 'Lookup' >> Enrichment(
+            self._handler, join_fn=lambda event, answer: (event, answer),
+            timeout=self._settings.call_budget_s(), throttler=None)
+        | 'CountAndRoute' >> beam.ParDo(
+            _CountAndRouteFn(self._settings.fallback)).with_outputs(
+                ENRICHMENT_FAILED_TAG, main='events'))

@@ -1,0 +1,64 @@
+"""User profiles: reading them and choosing the newest per (tenant_id, user_id).
+
+Pure functions shared by both enrichment modes, so the side input and the cached
+lookups give the same answer row for row.
+"""
+import json
+from typing import Dict, Iterable, NamedTuple, Optional, Tuple
+
+from schemas.records import UNKNOWN
+from transforms.timestamps import parse_rfc3339
+
+__all__ = ['Profile', 'parse_profile_line', 'newer', 'newest_profiles',
+           'ProfileError', 'FALLBACK']
+
+
+class Profile(NamedTuple):
+  tier: str
+  region: str
+  updated_at: str = ''
+
+
+# No profile: tier and region are `unknown` (contract section 3).
+FALLBACK = Profile(UNKNOWN, UNKNOWN)
+
+
+class ProfileError(ValueError):
+  """A profiles line that cannot be read; names the line."""
+
+
+def parse_profile_line(line, where='') -> Optional[Tuple[Tuple[str, str], Profile]]:
+  """One JSON line to ((tenant_id, user_id), Profile); None for a blank line."""
+  if isinstance(line, bytes):
+    line = line.decode('utf-8')
+  if not line.strip():
+    return None
+  try:
+    row = json.loads(line)
+    key = (row['tenant_id'], row['user_id'])
+    profile = Profile(str(row['tier']), str(row['region']), row['updated_at'])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ProfileError('profiles %s: cannot read %r: %s' % (
+        where, line[:80], e)) from None
+  if not all(isinstance(k, str) for k in key) or parse_rfc3339(
+      profile.updated_at) is None:
+    raise ProfileError('profiles %s: bad tenant_id, user_id or updated_at in %r'
+                       % (where, line[:80]))
+  return key, profile
+
+
+def newer(a: Profile, b: Profile) -> Profile:
+  """The profile with the newest `updated_at` (ties: the larger tier, region)."""
+  return max(a, b, key=lambda p: (parse_rfc3339(p.updated_at), p.tier, p.region))
+
+
+def newest_profiles(lines: Iterable) -> Dict[Tuple[str, str], Profile]:
+  """All lines to {(tenant_id, user_id): newest Profile}."""
+  result = {}
+  for number, line in enumerate(lines, 1):
+    parsed = parse_profile_line(line, 'line %d' % number)
+    if parsed is None:
+      continue
+    key, profile = parsed
+    result[key] = newer(result[key], profile) if key in result else profile
+  return result
