@@ -14,6 +14,7 @@ import time
 import uuid
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
 
 from pipelines import summary
 from pipelines.options import (AnalyticsOptions, HotSink, UsageError,
@@ -26,7 +27,9 @@ from transforms.decode import DEAD_LETTERS, DecodeAndValidate
 from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
-from transforms.sources import ReadRecords
+from transforms.sources import ReadRecords, WatchRecords
+from transforms.windows import LATE_EVENTS, ViewPolicy, WindowedViews
+from transforms.cold_sink import WriteColdParquet
 from transforms.stores import DuckDBProfileStore
 
 __all__ = ['build', 'run', 'main']
@@ -49,8 +52,15 @@ def _enrich(pipeline, opts, events, store_factory):
   return events | 'Enrich' >> EnrichFromSideInput(profiles), ()
 
 
+def _source(pipeline, opts):
+  if opts.input_watch:
+    return pipeline | 'WatchInput' >> WatchRecords(
+        opts.input_watch, opts.watch_interval_s)
+  return pipeline | 'ReadInput' >> ReadRecords(opts.input)
+
+
 def build(pipeline, options, *, source=None, store_factory=None):
-  """Wires the pipeline; returns its outputs as a dict of PCollections.
+  """Wires the whole pipeline, sinks included; returns its named outputs.
 
   Args:
     pipeline: the `beam.Pipeline` to add the steps to.
@@ -61,28 +71,47 @@ def build(pipeline, options, *, source=None, store_factory=None):
       the profile store (default: a DuckDB store loaded from `--profiles`).
 
   Returns:
-    {'events': Event PCollection, 'dead_letters': DeadLetter PCollection,
-     'commits': the hot sink's commit results}.
+    A dict of PCollections: `events` (enriched, unique `Event`s),
+    `dead_letters` (every `DeadLetter`, late ones included), one per view table
+    (`user_activity_hourly`, `event_counts_1m`, `active_users_15m`: row dicts),
+    `commits` (the hot sink's commits) and `cold_files` (paths written).
   """
   opts = options.view_as(AnalyticsOptions)
+  streaming = options.view_as(StandardOptions).streaming
   if source is None:
-    source = pipeline | 'ReadInput' >> ReadRecords(opts.input)
+    source = _source(pipeline, opts)
   decoded = source | 'DecodeAndValidate' >> DecodeAndValidate()
+  # Dedup before windowing: a retry must not count twice in any view.
   unique = decoded.events | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl)
   events, enrich_letters = _enrich(pipeline, opts, unique, store_factory)
+  views = events | 'WindowedViews' >> WindowedViews(ViewPolicy(
+      allowed_lateness_s=opts.allowed_lateness,
+      early_firing_s=opts.early_firing_s or None,
+      beam_lateness_margin_s=max(opts.dedup_ttl, 3600),
+      streaming=streaming))
   dead_letters = (
-      (decoded[DEAD_LETTERS],) + enrich_letters
+      (decoded[DEAD_LETTERS], views[LATE_EVENTS]) + enrich_letters
       | 'DeadLetters' >> CollectDeadLetters())
+  event_rows = events | 'EventRows' >> beam.Map(
+      lambda e: event_row(e, _utcnow()))
   rows = {
-      tables.EVENTS.name: events | 'EventRows' >> beam.Map(
-          lambda e: event_row(e, _utcnow())),
+      tables.EVENTS.name: event_rows,
       tables.DEAD_LETTERS.name: dead_letters | 'DeadLetterRows' >> beam.Map(
           lambda d: dead_letter_row(d, _utcnow())),
   }
+  for table in tables.VIEW_TABLES:
+    rows[table.name] = views[table.name]
   hot = HotSink(opts.hot_sink)
   commits = rows | 'WriteHot' >> WriteToDuckDB(
-      hot.target, max_batch_size=opts.batch_size)
-  return {'events': events, 'dead_letters': dead_letters, 'commits': commits}
+      hot.target, max_batch_size=opts.batch_size, streaming=streaming)
+  cold_files = event_rows | 'WriteCold' >> WriteColdParquet(
+      opts.cold_path, max_rows_per_file=opts.cold_max_rows_per_file,
+      streaming=streaming)
+  outputs = {'events': events, 'dead_letters': dead_letters,
+             'commits': commits, 'cold_files': cold_files}
+  for table in tables.VIEW_TABLES:
+    outputs[table.name] = views[table.name]
+  return outputs
 
 
 def run(argv=None) -> dict:

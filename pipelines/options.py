@@ -10,7 +10,7 @@ import os
 import re
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 __all__ = ['AnalyticsOptions', 'UsageError', 'parse_args', 'HotSink',
            'lookup_settings']
@@ -50,6 +50,20 @@ class AnalyticsOptions(PipelineOptions):
         '--dedup_ttl', type=int, default=86400,
         help='Seconds of event time an idempotency key is remembered. '
         'Default: 86400.')
+    parser.add_argument(
+        '--early_firing_s', type=int, default=0,
+        help='Early (speculative) view panes every N seconds of processing time '
+        'before the watermark; 0 turns them off. Default: 0.')
+    parser.add_argument(
+        '--cold_max_rows_per_file', type=int, default=1000000,
+        help='Rows per cold-tier Parquet file at most. Default: 1000000.')
+    parser.add_argument(
+        '--input_watch', default=None,
+        help='Streaming: a file pattern watched for new files '
+        '(fileio.MatchContinuously), e.g. incoming/*.jsonl. Default: none.')
+    parser.add_argument(
+        '--watch_interval_s', type=float, default=2.0,
+        help='Streaming: seconds between looks at --input_watch. Default: 2.')
     parser.add_argument(
         '--enrichment', choices=['side_input', 'lookup'], default='side_input',
         help='How profiles are joined: side_input (the whole file as an AsDict) '
@@ -151,10 +165,22 @@ def _check_unknown(argv):
 
 
 def _check_values(opts: AnalyticsOptions):
-  if not opts.input:
-    raise UsageError('--input: required (a file pattern of input records)')
-  if not FileSystems.match([opts.input])[0].metadata_list:
-    raise UsageError('--input: no file matches %r' % opts.input)
+  if opts.input_watch:
+    if opts.input:
+      raise UsageError('--input_watch: give either --input or --input_watch')
+    if not opts.view_as(StandardOptions).streaming:
+      raise UsageError('--input_watch: needs --streaming')
+  else:
+    if not opts.input:
+      raise UsageError('--input: required (a file pattern of input records)')
+    if not FileSystems.match([opts.input])[0].metadata_list:
+      raise UsageError('--input: no file matches %r' % opts.input)
+  if opts.early_firing_s < 0:
+    raise UsageError('--early_firing_s: must be >= 0')
+  if opts.cold_max_rows_per_file < 1:
+    raise UsageError('--cold_max_rows_per_file: must be >= 1')
+  if opts.watch_interval_s <= 0:
+    raise UsageError('--watch_interval_s: must be > 0')
   if opts.profiles and not FileSystems.exists(opts.profiles):
     raise UsageError('--profiles: no such file %r' % opts.profiles)
   HotSink(opts.hot_sink)

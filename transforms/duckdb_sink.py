@@ -58,11 +58,19 @@ def _insert_sql(table, files_sql):
             'QUALIFY row_number() OVER (PARTITION BY dead_letter_id '
             'ORDER BY failed_at) = 1 ON CONFLICT DO NOTHING' % (
                 columns, columns, files_sql))
-  # Views: the newest pane per key replaces the stored row.
-  return ('INSERT OR REPLACE INTO %s (%s) SELECT %s FROM read_parquet(%s) '
+  # Views: the pane with the highest value per key replaces the stored row.
+  # Panes accumulate, so a later pane never has a lower value; a retried or
+  # repeated older pane therefore never overwrites a newer one.
+  value = 'active_users' if 'active_users' in table.column_names else 'event_count'
+  keys = ', '.join(table.key)
+  updates = ', '.join('%s = excluded.%s' % (c, c) for c in table.column_names
+                      if c not in table.key)
+  return ('INSERT INTO %s (%s) SELECT %s FROM read_parquet(%s) '
           'QUALIFY row_number() OVER (PARTITION BY %s '
-          'ORDER BY updated_at DESC) = 1' % (
-              table.name, columns, columns, files_sql, ', '.join(table.key)))
+          'ORDER BY %s DESC, updated_at DESC) = 1 '
+          'ON CONFLICT (%s) DO UPDATE SET %s WHERE excluded.%s > %s.%s' % (
+              table.name, columns, columns, files_sql, keys, value, keys,
+              updates, value, table.name, value))
 
 
 def commit_staged(db_path: str, staged) -> dict:
@@ -183,8 +191,10 @@ class WriteToDuckDB(beam.PTransform):
     if self._streaming:
       paths = paths | 'CommitTrigger' >> beam.WindowInto(
           window.GlobalWindows(),
-          trigger=trigger.Repeatedly(
-              trigger.AfterProcessingTime(self._commit_every_s)),
+          # Early firings every few seconds; the final firing when the
+          # watermark reaches the end (a bounded input, or a test's stream).
+          trigger=trigger.AfterWatermark(
+              early=trigger.AfterProcessingTime(self._commit_every_s)),
           accumulation_mode=trigger.AccumulationMode.DISCARDING)
     return (paths
             | 'GatherStaged' >> beam.GroupByKey()

@@ -17,7 +17,8 @@ from schemas.records import RawRecord
 from schemas.registry import default_registry
 from transforms.parsing import frame_wire
 
-__all__ = ['ReadRecords', 'read_file_records', 'UNREGISTERED_SCHEMA_ID']
+__all__ = ['ReadRecords', 'WatchRecords', 'read_file_records',
+           'UNREGISTERED_SCHEMA_ID']
 
 # Wire id for Avro container records whose writer schema is not registered:
 # the decoder reports them `malformed`, naming the reason.
@@ -81,5 +82,30 @@ class ReadRecords(beam.PTransform):
         | 'MatchFiles' >> fileio.MatchFiles(self._pattern)
         # Spread files over workers before reading (otherwise one worker reads all).
         | 'SpreadFiles' >> beam.Reshuffle()
+        | 'OpenFiles' >> fileio.ReadMatches()
+        | 'SplitRecords' >> beam.ParDo(_ReadFileFn()))
+
+
+class WatchRecords(beam.PTransform):
+  """Streaming: watches `pattern` for new files and reads each once.
+
+  The source's watermark follows processing time (the time files are matched),
+  so an event is late when its event_time is behind the wall clock by more than
+  its window's size plus the allowed lateness.
+
+  Args:
+    pattern: a file pattern Beam's FileSystems understands.
+    interval_s: seconds between looks.
+  """
+
+  def __init__(self, pattern, interval_s=2.0):
+    super().__init__()
+    self._pattern, self._interval_s = pattern, interval_s
+
+  def expand(self, pbegin):
+    return (
+        pbegin
+        | 'MatchContinuously' >> fileio.MatchContinuously(
+            self._pattern, interval=self._interval_s)
         | 'OpenFiles' >> fileio.ReadMatches()
         | 'SplitRecords' >> beam.ParDo(_ReadFileFn()))
