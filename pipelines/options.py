@@ -106,6 +106,14 @@ class AnalyticsOptions(PipelineOptions):
         '--breaker_reset_s', type=float, default=30.0,
         help='Seconds the breaker stays open before a trial call. Default: 30.')
     parser.add_argument(
+        '--execution', choices=['batched', 'per_record'], default='batched',
+        help='Bounded input: batched (batches of records as elements, the fast '
+        'path) or per_record (one element per record, as in streaming). '
+        'Streaming always runs per record. Default: batched.')
+    parser.add_argument(
+        '--read_batch_size', type=int, default=5000,
+        help='Records per element on the batched path. Default: 5000.')
+    parser.add_argument(
         '--batch_size', type=int, default=50000,
         help='Rows per staging file written to the hot warehouse at most. '
         'Default: 50000.')
@@ -205,6 +213,8 @@ def _check_values(opts: AnalyticsOptions):
   if opts.lookup_max_retries < 0 or opts.lookup_backoff_multiplier < 1:
     raise UsageError('--lookup_max_retries must be >= 0 and '
                      '--lookup_backoff_multiplier >= 1')
+  if opts.read_batch_size < 1:
+    raise UsageError('--read_batch_size: must be >= 1, got %d' % opts.read_batch_size)
   if opts.batch_size < 1:
     raise UsageError('--batch_size: must be >= 1, got %d' % opts.batch_size)
 

@@ -59,6 +59,14 @@ def _write_file(path, arrow_table):
     raise
 
 
+def _group_batch(rows, key):
+  """A list of rows to (partition key, rows of that partition) pairs."""
+  groups = {}
+  for row in rows:
+    groups.setdefault(key(row), []).append(row)
+  return list(groups.items())
+
+
 class _WritePartitionFn(beam.DoFn):
 
   def __init__(self, root, max_rows):
@@ -69,8 +77,9 @@ class _WritePartitionFn(beam.DoFn):
     self._files = Metrics.counter(counters.NAMESPACE, 'cold_files_written')
 
   def process(self, grouped, pane=beam.DoFn.PaneInfoParam):
-    (ingest_date, tenant_id, shard), rows = grouped
-    rows = sorted(rows, key=lambda r: r['idempotency_key'])
+    (ingest_date, tenant_id, shard), row_lists = grouped
+    rows = sorted((r for rows in row_lists for r in rows),
+                  key=lambda r: r['idempotency_key'])
     pane_index = pane.index if pane else 0
     schema = tables.arrow_schema(tables.EVENTS)
     for chunk, start in enumerate(range(0, len(rows), self._max_rows)):
@@ -91,11 +100,13 @@ class WriteColdParquet(beam.PTransform):
     max_rows_per_file: rows per file at most.
     shards: files written in parallel per partition and pane.
     streaming: flush on a processing-time trigger every `flush_s` seconds.
+    prebatched: the input is a PCollection of lists of rows (the fast path).
   """
 
   def __init__(self, root, max_rows_per_file=1000000, shards=2,
-               streaming=False, flush_s=10):
+               streaming=False, flush_s=10, prebatched=False):
     super().__init__()
+    self._prebatched = prebatched
     if max_rows_per_file < 1 or shards < 1:
       raise ValueError('max_rows_per_file and shards must be >= 1')
     self._root, self._max_rows, self._shards = root, max_rows_per_file, shards
@@ -103,9 +114,13 @@ class WriteColdParquet(beam.PTransform):
 
   def expand(self, rows):
     shards = self._shards
-    keyed = rows | 'KeyByPartition' >> beam.Map(
-        lambda r: (partition_of(r) + (int(r['idempotency_key'][:8], 16) % shards,),
-                   r))
+
+    def key(row):
+      return partition_of(row) + (int(row['idempotency_key'][:8], 16) % shards,)
+    if self._prebatched:
+      keyed = rows | 'KeyByPartition' >> beam.FlatMap(_group_batch, key)
+    else:
+      keyed = rows | 'KeyByPartition' >> beam.Map(lambda r: (key(r), [r]))
     if self._streaming:
       keyed = keyed | 'FlushEvery' >> beam.WindowInto(
           window.GlobalWindows(),

@@ -166,11 +166,13 @@ class WriteToDuckDB(beam.PTransform):
     max_batch_size: rows per staging file at most.
     commit_every_s: in streaming, how often the staged files are committed.
     streaming: commit on a processing-time trigger instead of at the end.
+    prebatched: the inputs are PCollections of lists of rows (the fast path).
   """
 
   def __init__(self, db_path, staging_dir=None, max_batch_size=50000,
-               commit_every_s=5, streaming=False):
+               commit_every_s=5, streaming=False, prebatched=False):
     super().__init__()
+    self._prebatched = prebatched
     self._db_path = db_path
     self._staging_dir = staging_dir or db_path + '.staging'
     self._max_batch_size = max_batch_size
@@ -180,11 +182,16 @@ class WriteToDuckDB(beam.PTransform):
   def expand(self, rows_by_table):
     staged = []
     for name, rows in sorted(rows_by_table.items()):
+      rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
+      if self._prebatched:
+        batches = rows | 'Split%s' % name >> beam.FlatMap(
+            lambda b, n=self._max_batch_size: [
+                b[i:i + n] for i in range(0, len(b), n)])
+      else:
+        batches = rows | 'Batch%s' % name >> beam.BatchElements(
+            min_batch_size=1, max_batch_size=self._max_batch_size)
       staged.append(
-          rows
-          | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
-          | 'Batch%s' % name >> beam.BatchElements(
-              min_batch_size=1, max_batch_size=self._max_batch_size)
+          batches
           | 'Stage%s' % name >> beam.ParDo(
               _StageFn(self._staging_dir, name)))
     paths = staged | 'AllStaged' >> beam.Flatten()
