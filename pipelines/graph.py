@@ -93,7 +93,8 @@ def _batched(pipeline, options, source, store_factory):
         opts.input, opts.read_batch_size)
   else:
     batches = source | 'BatchInput' >> beam.BatchElements(
-        min_batch_size=opts.read_batch_size, max_batch_size=opts.read_batch_size)
+        min_batch_size=opts.read_batch_size,
+        max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(batched.Batch)
   decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches()
   unique = decoded.events | 'Dedup' >> batched.DedupBatches(opts.dedup_ttl)
   letters = (decoded[DEAD_LETTERS],)
@@ -102,13 +103,14 @@ def _batched(pipeline, options, source, store_factory):
     single = unique | 'Unbatch' >> beam.FlatMap(lambda b: b)
     enriched, more = _enrich(pipeline, opts, single, store_factory)
     events = enriched | 'Rebatch' >> beam.BatchElements(
-        min_batch_size=opts.read_batch_size, max_batch_size=opts.read_batch_size)
+        min_batch_size=opts.read_batch_size,
+        max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(batched.Batch)
     letters += more
   else:
     events = unique | 'Enrich' >> batched.EnrichBatches(_profiles(pipeline, opts))
   view_rows = events | 'WindowedViews' >> batched.BatchedViews()
   event_rows = events | 'EventRows' >> beam.Map(
-      lambda b: [event_row(e, utcnow()) for e in b])
+      lambda b: batched.Batch([event_row(e, utcnow()) for e in b]))
   return events, letters, event_rows, view_rows
 
 

@@ -78,6 +78,11 @@ class Event(NamedTuple):
   user_tier: str = UNKNOWN
   user_region: str = UNKNOWN
 
+  def __reduce__(self):
+    # Plain tuple arguments: pickles several times faster than the default
+    # NamedTuple protocol (which goes through copyreg for every event).
+    return Event, tuple(self)
+
 
 class DeadLetter(NamedTuple):
   """A record that ends in the dead-letter table, with its original bytes.

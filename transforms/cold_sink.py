@@ -61,10 +61,11 @@ def _write_file(path, arrow_table):
 
 def _group_batch(rows, key):
   """A list of rows to (partition key, rows of that partition) pairs."""
+  from transforms.batched import Batch  # one pickle call per group in transit
   groups = {}
   for row in rows:
     groups.setdefault(key(row), []).append(row)
-  return list(groups.items())
+  return [(k, Batch(v)) for k, v in groups.items()]
 
 
 class _WritePartitionFn(beam.DoFn):
@@ -120,7 +121,7 @@ class WriteColdParquet(beam.PTransform):
     if self._prebatched:
       keyed = rows | 'KeyByPartition' >> beam.FlatMap(_group_batch, key)
     else:
-      keyed = rows | 'KeyByPartition' >> beam.Map(lambda r: (key(r), [r]))
+      keyed = rows | 'KeyByPartition' >> beam.Map(lambda r: (key(r), (r,)))
     if self._streaming:
       keyed = keyed | 'FlushEvery' >> beam.WindowInto(
           window.GlobalWindows(),

@@ -186,7 +186,7 @@ class WriteToDuckDB(beam.PTransform):
       if self._prebatched:
         batches = rows | 'Split%s' % name >> beam.FlatMap(
             lambda b, n=self._max_batch_size: [
-                b[i:i + n] for i in range(0, len(b), n)])
+                list(b)[i:i + n] for i in range(0, len(b), n)])
       else:
         batches = rows | 'Batch%s' % name >> beam.BatchElements(
             min_batch_size=1, max_batch_size=self._max_batch_size)
