@@ -62,7 +62,7 @@ def _profiles(pipeline, opts):
 def _source(pipeline, opts):
   if opts.input_watch:
     return pipeline | 'WatchInput' >> WatchRecords(
-        opts.input_watch, opts.watch_interval_s)
+        opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None)
   return pipeline | 'ReadInput' >> ReadRecords(opts.input)
 
 

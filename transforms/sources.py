@@ -12,6 +12,7 @@ import os
 import apache_beam as beam
 import fastavro
 from apache_beam.io import fileio
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from schemas.records import RawRecord
 from schemas.registry import default_registry
@@ -96,16 +97,21 @@ class WatchRecords(beam.PTransform):
   Args:
     pattern: a file pattern Beam's FileSystems understands.
     interval_s: seconds between looks.
+    duration_s: stop watching after this many seconds (None: never).
   """
 
-  def __init__(self, pattern, interval_s=2.0):
+  def __init__(self, pattern, interval_s=2.0, duration_s=None):
     super().__init__()
     self._pattern, self._interval_s = pattern, interval_s
+    self._duration_s = duration_s
 
   def expand(self, pbegin):
+    now = Timestamp.now()
+    stop = now + self._duration_s if self._duration_s else MAX_TIMESTAMP
     return (
         pbegin
         | 'MatchContinuously' >> fileio.MatchContinuously(
-            self._pattern, interval=self._interval_s)
+            self._pattern, interval=self._interval_s, start_timestamp=now,
+            stop_timestamp=stop)
         | 'OpenFiles' >> fileio.ReadMatches()
         | 'SplitRecords' >> beam.ParDo(_ReadFileFn()))
