@@ -23,6 +23,8 @@ def main(argv=None):
       count = con.execute('SELECT count(*) FROM %s' % name).fetchone()[0]
       print('\n== %s: %d rows' % (name, count))
       order = ', '.join(tables.TABLES[name].key)
+      if name == 'pipeline_metrics':
+        order = 'recorded_at DESC, name'  # the newest run first
       cursor = con.execute('SELECT * FROM %s ORDER BY %s LIMIT %d' % (
           name, order, args.rows))
       columns = [d[0] for d in cursor.description]
