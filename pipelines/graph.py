@@ -26,7 +26,7 @@ from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
 from transforms.sources import ReadRecords, WatchRecords
-from transforms.stores import DuckDBProfileStore
+from transforms.stores import profile_store
 from transforms.windows import LATE_EVENTS, ViewPolicy, WindowedViews
 
 __all__ = ['build', 'utcnow', 'is_batched']
@@ -46,7 +46,8 @@ def is_batched(options) -> bool:
 def _enrich(pipeline, opts, events, store_factory):
   """Joins profiles; returns (events, tuple of dead-letter PCollections)."""
   if opts.enrichment == 'lookup':
-    factory = store_factory or DuckDBProfileStore(opts.profiles)
+    factory = store_factory or profile_store(opts.profiles,
+                                             opts.bigquery_endpoint)
     enriched = events | 'Enrich' >> EnrichWithLookups(
         factory, lookup_settings(opts))
     return enriched.events, (enriched[ENRICHMENT_FAILED_TAG],)

@@ -32,8 +32,14 @@ class AnalyticsOptions(PipelineOptions):
         'unless another source is given.')
     parser.add_argument(
         '--profiles', default=None,
-        help='User profiles as JSON lines (tenant_id, user_id, tier, region, '
-        'updated_at). Default: none (every event gets the unknown fallback).')
+        help='User profiles: a JSON lines file (tenant_id, user_id, tier, region, '
+        'updated_at), or with --enrichment lookup also '
+        'bigquery:PROJECT.DATASET.TABLE. Default: none (every event gets the '
+        'unknown fallback).')
+    parser.add_argument(
+        '--bigquery_endpoint', default=None,
+        help='BigQuery API endpoint, e.g. a local emulator '
+        'http://127.0.0.1:9050 (anonymous credentials). Default: Google\'s.')
     parser.add_argument(
         '--hot_sink', default='duckdb:out/warehouse.duckdb',
         help='The hot warehouse: duckdb:PATH or bigquery:PROJECT.DATASET. '
@@ -193,8 +199,19 @@ def _check_values(opts: AnalyticsOptions):
     raise UsageError('--cold_max_rows_per_file: must be >= 1')
   if opts.watch_interval_s <= 0:
     raise UsageError('--watch_interval_s: must be > 0')
-  if opts.profiles and not FileSystems.exists(opts.profiles):
+  if opts.profiles and opts.profiles.startswith('bigquery:'):
+    if not re.fullmatch(r'bigquery:[a-z][a-z0-9-]{4,29}\.\w+\.[\w-]+',
+                        opts.profiles):
+      raise UsageError('--profiles: expected bigquery:PROJECT.DATASET.TABLE, '
+                       'got %r' % opts.profiles)
+    if opts.enrichment != 'lookup':
+      raise UsageError('--profiles: a BigQuery table needs --enrichment lookup')
+  elif opts.profiles and not FileSystems.exists(opts.profiles):
     raise UsageError('--profiles: no such file %r' % opts.profiles)
+  if opts.bigquery_endpoint and not re.fullmatch(
+      r'https?://[^\s/]+(:[0-9]+)?/?', opts.bigquery_endpoint):
+    raise UsageError('--bigquery_endpoint: expected http(s)://host:port, got %r'
+                     % opts.bigquery_endpoint)
   HotSink(opts.hot_sink)
   if not opts.cold_path:
     raise UsageError('--cold_path: must not be empty')

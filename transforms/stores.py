@@ -2,8 +2,8 @@
 
 `DuckDBProfileStore` is the local store: the profiles file loaded (newest per
 user, the same reduction as the side input) into an indexed DuckDB table, once
-per worker. The production store (BigQuery) plugs in through the same three
-methods.
+per worker. `BigQueryProfileStore` is the production store
+(`--profiles bigquery:PROJECT.DATASET.TABLE`). Both have the same three methods.
 """
 import threading
 
@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.profiles import Profile, newest_profiles
 
-__all__ = ['DuckDBProfileStore']
+__all__ = ['DuckDBProfileStore', 'BigQueryProfileStore', 'profile_store']
 
 _SCHEMA = pa.schema([(name, pa.string()) for name in (
     'tenant_id', 'user_id', 'tier', 'region', 'updated_at')])
@@ -56,3 +56,74 @@ class DuckDBProfileStore(object):
   def __call__(self):
     """A store is its own factory (picklable, opened on the worker)."""
     return DuckDBProfileStore(self._path)
+
+
+class BigQueryProfileStore(object):
+  """Profiles in a BigQuery table `(tenant_id, user_id, tier, region,
+  updated_at)`: one parameterised query per cache miss, the newest `updated_at`
+  winning. Transient API errors become `TransientError` (retried, then the
+  breaker); anything else is a bug or a misconfiguration and fails the step.
+
+  Args:
+    table: `PROJECT.DATASET.TABLE`.
+    endpoint: the API endpoint (default: Google's); e.g. a local emulator, in
+      which case anonymous credentials are used.
+  """
+
+  _QUERY = ('SELECT tier, region, CAST(updated_at AS STRING) AS updated_at '
+            'FROM `%s` WHERE tenant_id = @tenant_id AND user_id = @user_id '
+            'ORDER BY updated_at DESC, tier DESC, region DESC LIMIT 1')
+
+  def __init__(self, table, endpoint=None):
+    self._table, self._endpoint = table, endpoint
+    self._client = None
+
+  def open(self):
+    from google.cloud import bigquery
+    project = self._table.split('.')[0]
+    if self._endpoint:
+      from google.auth.credentials import AnonymousCredentials
+      self._client = bigquery.Client(
+          project=project, credentials=AnonymousCredentials(),
+          client_options={'api_endpoint': self._endpoint})
+    else:
+      self._client = bigquery.Client(project=project)
+
+  def lookup(self, tenant_id, user_id, timeout_s):
+    import concurrent.futures
+    import requests
+    from google.api_core import exceptions
+    from google.cloud import bigquery
+    from transforms.resilience import TransientError
+    config = bigquery.QueryJobConfig(query_parameters=[
+        bigquery.ScalarQueryParameter('tenant_id', 'STRING', tenant_id),
+        bigquery.ScalarQueryParameter('user_id', 'STRING', user_id)])
+    try:
+      rows = list(self._client.query(
+          self._QUERY % self._table, job_config=config,
+          timeout=timeout_s).result(timeout=timeout_s))
+    except (exceptions.ServiceUnavailable, exceptions.InternalServerError,
+            exceptions.TooManyRequests, exceptions.GatewayTimeout,
+            exceptions.BadGateway, concurrent.futures.TimeoutError,
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout) as e:
+      raise TransientError('BigQuery: %s' % e) from None
+    if not rows:
+      return None
+    row = rows[0]
+    return Profile(row['tier'], row['region'], row['updated_at'])
+
+  def close(self):
+    if self._client is not None:
+      self._client.close()
+      self._client = None
+
+  def __call__(self):
+    return BigQueryProfileStore(self._table, self._endpoint)
+
+
+def profile_store(profiles, bigquery_endpoint=None):
+  """The store for a `--profiles` value: a file, or bigquery:PROJECT.DATASET.TABLE."""
+  if profiles.startswith('bigquery:'):
+    return BigQueryProfileStore(profiles[len('bigquery:'):], bigquery_endpoint)
+  return DuckDBProfileStore(profiles)
