@@ -25,6 +25,7 @@ from transforms.dedup import DedupByIdempotencyKey
 from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
+from transforms.local_watch import LocalFileWatch
 from transforms.sources import ReadRecords, WatchRecords
 from transforms.stores import profile_store
 from transforms.windows import LATE_EVENTS, ViewPolicy, WindowedViews
@@ -60,8 +61,16 @@ def _profiles(pipeline, opts):
   return pipeline | 'ReadProfiles' >> ReadProfiles(opts.profiles)
 
 
+_LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner',
+                  'SwitchingDirectRunner')
+
+
 def _source(pipeline, opts):
   if opts.input_watch:
+    if opts.view_as(StandardOptions).runner in _LOCAL_RUNNERS:
+      # MatchContinuously cannot run live on the offline local runners.
+      return pipeline | 'WatchInput' >> LocalFileWatch(
+          opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None)
     return pipeline | 'WatchInput' >> WatchRecords(
         opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None)
   return pipeline | 'ReadInput' >> ReadRecords(opts.input)
