@@ -71,9 +71,10 @@ def run_plain(pattern, profiles_path, db_path, cold_path, now):
   rows.update(view_rows)
   con = connect(db_path)
   for name, table_rows in rows.items():
-    arrow = pa.Table.from_pylist(table_rows, schema=tables.arrow_schema(
-        tables.TABLES[name]))  # noqa: F841 (read by DuckDB by name)
-    con.execute('INSERT INTO %s SELECT * FROM arrow' % name)
+    con.register('staged', pa.Table.from_pylist(
+        table_rows, schema=tables.arrow_schema(tables.TABLES[name])))
+    con.execute('INSERT INTO %s SELECT * FROM staged' % name)
+    con.unregister('staged')
   con.close()
   times['hot write'] = time.perf_counter() - start
   start = time.perf_counter()

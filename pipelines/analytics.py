@@ -6,7 +6,6 @@ graph, writes the run's counters to `pipeline_metrics` and prints a summary.
 `python -m pipelines.analytics`, `run_local.sh` and the flex template all call
 `run()`.
 """
-import datetime
 import logging
 import os
 import sys

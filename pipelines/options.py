@@ -6,7 +6,6 @@ values with `UsageError`, whose one-line message names the flag, before anything
 is created or written.
 """
 import argparse
-import os
 import re
 
 from apache_beam.io.filesystems import FileSystems

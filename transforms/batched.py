@@ -20,7 +20,7 @@ Streaming keeps the per-record path, where watermarks, lateness and the late-dat
 gate apply per event.
 """
 import datetime
-from typing import Any, List, Tuple
+from typing import Any, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
@@ -227,7 +227,7 @@ class DedupBatches(beam.PTransform):
   def expand(self, batches):
     return (batches
             | 'SplitByShard' >> beam.FlatMap(_split_by_shard).with_output_types(
-                Tuple[int, List[Any]])
+                Tuple[int, Any])
             | 'DropRetries' >> beam.ParDo(_DedupBatchFn(self._ttl_s)))
 
 

@@ -14,7 +14,6 @@ One writer process, one transaction: a multi-process run cannot hit DuckDB's fil
 lock, and a failed commit leaves nothing half-written (the runner retries it; the
 staging files are removed only after the commit).
 """
-import datetime
 import os
 
 import apache_beam as beam
@@ -119,6 +118,13 @@ def _remove_empty_folders(folders):
         os.rmdir(path)
 
 
+def _split(batch, size):
+  """A batch of rows in parts of at most `size` rows, each one element."""
+  from transforms.batched import Batch  # one pickle call per part in transit
+  rows = list(batch)
+  return [Batch(rows[i:i + size]) for i in range(0, len(rows), size)]
+
+
 class _StageFn(beam.DoFn):
   """Writes one batch of rows to a content-named staging file."""
 
@@ -184,9 +190,7 @@ class WriteToDuckDB(beam.PTransform):
     for name, rows in sorted(rows_by_table.items()):
       rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
       if self._prebatched:
-        batches = rows | 'Split%s' % name >> beam.FlatMap(
-            lambda b, n=self._max_batch_size: [
-                list(b)[i:i + n] for i in range(0, len(b), n)])
+        batches = rows | 'Split%s' % name >> beam.FlatMap(_split, self._max_batch_size)
       else:
         batches = rows | 'Batch%s' % name >> beam.BatchElements(
             min_batch_size=1, max_batch_size=self._max_batch_size)

@@ -34,11 +34,12 @@ class DuckDBProfileStore(object):
     self._con.execute(
         'CREATE TABLE profiles (tenant_id VARCHAR, user_id VARCHAR, tier VARCHAR, '
         'region VARCHAR, updated_at VARCHAR, PRIMARY KEY (tenant_id, user_id))')
-    rows = pa.Table.from_pylist([  # noqa: F841 (read by DuckDB by name)
+    self._con.register('loaded', pa.Table.from_pylist([
         {'tenant_id': t, 'user_id': u, 'tier': p.tier, 'region': p.region,
          'updated_at': p.updated_at} for (t, u), p in profiles.items()],
-        schema=_SCHEMA)
-    self._con.execute('INSERT INTO profiles SELECT * FROM rows')
+        schema=_SCHEMA))
+    self._con.execute('INSERT INTO profiles SELECT * FROM loaded')
+    self._con.unregister('loaded')
 
   def lookup(self, tenant_id, user_id, timeout_s):
     # In-process and local: it cannot time out; timeout_s is for remote stores.
