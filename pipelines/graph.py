@@ -58,7 +58,8 @@ def _enrich(pipeline, opts, events, store_factory):
 def _profiles(pipeline, opts):
   if not opts.profiles:
     return None
-  return pipeline | 'ReadProfiles' >> ReadProfiles(opts.profiles)
+  return pipeline | 'ReadProfiles' >> ReadProfiles(
+      opts.profiles, opts.bigquery_endpoint)
 
 
 _LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner',

@@ -32,9 +32,8 @@ class AnalyticsOptions(PipelineOptions):
     parser.add_argument(
         '--profiles', default=None,
         help='User profiles: a JSON lines file (tenant_id, user_id, tier, region, '
-        'updated_at), or with --enrichment lookup also '
-        'bigquery:PROJECT.DATASET.TABLE. Default: none (every event gets the '
-        'unknown fallback).')
+        'updated_at) or a BigQuery table bigquery:PROJECT.DATASET.TABLE. '
+        'Default: none (every event gets the unknown fallback).')
     parser.add_argument(
         '--bigquery_endpoint', default=None,
         help='BigQuery API endpoint, e.g. a local emulator '
@@ -203,8 +202,6 @@ def _check_values(opts: AnalyticsOptions):
                         opts.profiles):
       raise UsageError('--profiles: expected bigquery:PROJECT.DATASET.TABLE, '
                        'got %r' % opts.profiles)
-    if opts.enrichment != 'lookup':
-      raise UsageError('--profiles: a BigQuery table needs --enrichment lookup')
   elif opts.profiles and not FileSystems.exists(opts.profiles):
     raise UsageError('--profiles: no such file %r' % opts.profiles)
   if opts.bigquery_endpoint and not re.fullmatch(

@@ -1,5 +1,6 @@
-"""Cached lookups against a real BigQuery API (the local emulator): the same
-tiers and regions as the side input on the same profiles, row for row."""
+"""Profiles in BigQuery (a real BigQuery API: the local emulator), as cached
+lookups and as a side input: the same tiers and regions as the file side input
+on the same profiles, row for row."""
 import json
 import os
 
@@ -53,8 +54,9 @@ def test_bigquery_store_returns_the_newest_profile(bigquery_emulator, profiles_t
     store.close()
 
 
-def test_lookup_pipeline_on_bigquery_equals_side_input(bigquery_emulator,
-                                                        profiles_table, tmp_path):
+@pytest.mark.parametrize('mode', ['lookup', 'side_input'])
+def test_bigquery_profiles_equal_the_file_side_input(bigquery_emulator,
+                                                     profiles_table, tmp_path, mode):
   data, table = profiles_table
   common = ['--input', os.path.join(data, 'events', '*.jsonl'),
             '--runner', 'FnApiRunner']
@@ -62,7 +64,7 @@ def test_lookup_pipeline_on_bigquery_equals_side_input(bigquery_emulator,
   run_module('pipelines.analytics', *common, '--profiles',
              os.path.join(data, 'profiles.jsonl'), '--hot_sink', 'duckdb:' + side,
              '--cold_path', side + '.cold')
-  run_module('pipelines.analytics', *common, '--enrichment', 'lookup',
+  run_module('pipelines.analytics', *common, '--enrichment', mode,
              '--profiles', 'bigquery:' + table,
              '--bigquery_endpoint', bigquery_emulator.endpoint,
              '--hot_sink', 'duckdb:' + lookup, '--cold_path', lookup + '.cold')

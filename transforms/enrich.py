@@ -1,6 +1,7 @@
 """Enrichment from a side input: the profiles file as an `AsDict`.
 
-The default mode (`--enrichment side_input`): the whole profiles file is read,
+The default mode (`--enrichment side_input`): the whole profiles file (or a
+BigQuery table, `bigquery:PROJECT.DATASET.TABLE`) is read,
 reduced to the newest profile per (tenant_id, user_id), and joined to each event
 as a side input. No profile gives the `unknown` fallback, counted as
 `enrichment_fallbacks` (not a dead letter). For profile stores too large for a
@@ -10,7 +11,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import counters
-from transforms.profiles import FALLBACK, newer, parse_profile_line
+from transforms.profiles import FALLBACK, Profile, newer, parse_profile_line
+from transforms.timestamps import format_utc
 
 __all__ = ['ReadProfiles', 'EnrichFromSideInput', 'apply_profile']
 
@@ -21,22 +23,53 @@ def apply_profile(event, profile):
   return event._replace(user_tier=profile.tier, user_region=profile.region)
 
 
-class ReadProfiles(beam.PTransform):
-  """Profiles file (JSON lines) to ((tenant_id, user_id), newest Profile) pairs."""
+class _ReadBigQueryTableFn(beam.DoFn):
+  """Reads a profiles table whole through the BigQuery API (side-input sized)."""
 
-  def __init__(self, path):
+  def __init__(self, table, endpoint):
+    self._table, self._endpoint = table, endpoint
+
+  def process(self, unused):
+    from transforms.stores import bigquery_client
+    client = bigquery_client(self._table.split('.')[0], self._endpoint)
+    try:
+      for row in client.list_rows(self._table):
+        updated = row['updated_at']
+        yield (row['tenant_id'], row['user_id']), Profile(
+            row['tier'], row['region'],
+            updated if isinstance(updated, str) else format_utc(updated))
+    finally:
+      client.close()
+
+
+class ReadProfiles(beam.PTransform):
+  """Profiles to ((tenant_id, user_id), newest Profile) pairs.
+
+  Args:
+    source: a JSON lines file (local, gs://, s3://) or
+      `bigquery:PROJECT.DATASET.TABLE`.
+    bigquery_endpoint: the BigQuery API endpoint (default: Google's).
+  """
+
+  def __init__(self, source, bigquery_endpoint=None):
     super().__init__()
-    self._path = path
+    self._source, self._endpoint = source, bigquery_endpoint
 
   def expand(self, pbegin):
-    return (
-        pbegin
-        | 'ReadLines' >> beam.io.ReadFromText(self._path)
-        | 'Parse' >> beam.FlatMap(
-            lambda line, where=self._path: [
-                p for p in [parse_profile_line(line, where)] if p is not None])
-        | 'NewestPerUser' >> beam.CombinePerKey(
-            lambda profiles: _newest_of(profiles)))
+    if self._source.startswith('bigquery:'):
+      pairs = (pbegin
+               | 'Start' >> beam.Create([None])
+               | 'ReadTable' >> beam.ParDo(_ReadBigQueryTableFn(
+                   self._source[len('bigquery:'):], self._endpoint)))
+    else:
+      pairs = (pbegin
+               | 'ReadLines' >> beam.io.ReadFromText(self._source)
+               | 'Parse' >> beam.FlatMap(
+                   lambda line, where=self._source: [
+                       p for p in [parse_profile_line(line, where)]
+                       if p is not None]))
+    return pairs | 'NewestPerUser' >> beam.CombinePerKey(
+        lambda profiles: _newest_of(profiles))
 
 
 def _newest_of(profiles):

@@ -13,7 +13,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.profiles import Profile, newest_profiles
 
-__all__ = ['DuckDBProfileStore', 'BigQueryProfileStore', 'profile_store']
+__all__ = ['DuckDBProfileStore', 'BigQueryProfileStore', 'profile_store',
+           'bigquery_client']
 
 _SCHEMA = pa.schema([(name, pa.string()) for name in (
     'tenant_id', 'user_id', 'tier', 'region', 'updated_at')])
@@ -80,15 +81,7 @@ class BigQueryProfileStore(object):
     self._client = None
 
   def open(self):
-    from google.cloud import bigquery
-    project = self._table.split('.')[0]
-    if self._endpoint:
-      from google.auth.credentials import AnonymousCredentials
-      self._client = bigquery.Client(
-          project=project, credentials=AnonymousCredentials(),
-          client_options={'api_endpoint': self._endpoint})
-    else:
-      self._client = bigquery.Client(project=project)
+    self._client = bigquery_client(self._table.split('.')[0], self._endpoint)
 
   def lookup(self, tenant_id, user_id, timeout_s):
     import concurrent.futures
@@ -121,6 +114,16 @@ class BigQueryProfileStore(object):
 
   def __call__(self):
     return BigQueryProfileStore(self._table, self._endpoint)
+
+
+def bigquery_client(project, endpoint=None):
+  """A BigQuery client; with an endpoint (a local emulator), anonymous."""
+  from google.cloud import bigquery
+  if endpoint:
+    from google.auth.credentials import AnonymousCredentials
+    return bigquery.Client(project=project, credentials=AnonymousCredentials(),
+                           client_options={'api_endpoint': endpoint})
+  return bigquery.Client(project=project)
 
 
 def profile_store(profiles, bigquery_endpoint=None):
