@@ -122,3 +122,20 @@ def test_batch_views_equal_plain_python():
         (int(r['window_start'].replace(tzinfo=UTC).timestamp() * 1000000),
          r['tenant_id'], r['event_type']), r['event_count'], r['pane_timing'])),
         equal_to([(k, v, 'ON_TIME') for k, v in expected.items()]))
+
+
+def test_early_firing_gives_an_early_pane_before_the_on_time_pane():
+  stream = (TestStream()
+            .advance_watermark_to(T0)
+            .add_elements([_at(5), _at(6, 'u2')])
+            .advance_processing_time(11)   # past --early_firing_s 10
+            .add_elements([_at(7, 'u3')])
+            .advance_watermark_to(T0 + 120)
+            .advance_watermark_to_infinity())
+  with TestPipeline(options=_streaming()) as p:
+    views = p | stream | WindowedViews(ViewPolicy(
+        allowed_lateness_s=LATENESS, early_firing_s=10,
+        beam_lateness_margin_s=3600, streaming=True))
+    assert_that(_minute_rows(views['event_counts_1m']), equal_to([
+        ('10:00', 'page_view', 2, 'EARLY'),
+        ('10:00', 'page_view', 3, 'ON_TIME')]))
