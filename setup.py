@@ -7,11 +7,14 @@ import setuptools
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _requirements():
+_TEST_ONLY = ('pytest', 'hypothesis')
+
+
+def _requirements(test=False):
   with open(os.path.join(_HERE, 'requirements.txt'), encoding='utf-8') as f:
-    return [line.strip() for line in f
-            if line.strip() and not line.startswith('#')
-            and not line.startswith('pytest')]
+    lines = [line.strip() for line in f
+             if line.strip() and not line.startswith('#')]
+  return [line for line in lines if line.startswith(_TEST_ONLY) == test]
 
 
 setuptools.setup(
@@ -26,5 +29,5 @@ setuptools.setup(
     package_data={'schemas': ['avro/*.avsc', 'avro/*.json']},
     include_package_data=True,
     install_requires=_requirements(),
-    extras_require={'test': ['pytest==9.2.0']},
+    extras_require={'test': _requirements(test=True)},
 )
