@@ -73,3 +73,16 @@ def options(**flags):
     else:
       argv.append('--%s=%s' % (key, value))
   return PipelineOptions(argv)
+
+
+def newest_profile_rows(path):
+  """{(tenant_id, user_id): the row with the newest updated_at}, in plain Python
+  (the generator writes Z timestamps, which compare as text)."""
+  newest = {}
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line)
+      key = (row['tenant_id'], row['user_id'])
+      if key not in newest or row['updated_at'] > newest[key]['updated_at']:
+        newest[key] = row
+  return newest

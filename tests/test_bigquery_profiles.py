@@ -9,6 +9,7 @@ from google.cloud import bigquery
 
 from pipelines.generate import generate
 from tests.cli import query, run_module
+from tests.helpers import newest_profile_rows
 from transforms.profiles import Profile
 from transforms.stores import BigQueryProfileStore
 
@@ -35,13 +36,7 @@ def profiles_table(bigquery_emulator, tmp_path_factory):
 
 def test_bigquery_store_returns_the_newest_profile(bigquery_emulator, profiles_table):
   data, table = profiles_table
-  newest = {}
-  with open(os.path.join(data, 'profiles.jsonl')) as f:
-    for line in f:
-      row = json.loads(line)
-      key = (row['tenant_id'], row['user_id'])
-      if key not in newest or row['updated_at'] > newest[key]['updated_at']:
-        newest[key] = row
+  newest = newest_profile_rows(os.path.join(data, 'profiles.jsonl'))
   store = BigQueryProfileStore(table, bigquery_emulator.endpoint)()
   store.open()
   try:

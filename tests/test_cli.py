@@ -1,12 +1,12 @@
 """End to end: the real command on generated data, outputs read back from DuckDB."""
 import datetime
-import json
 import os
 
 import pytest
 
 from pipelines.generate import generate
 from tests.cli import metrics, query, run_module
+from tests.helpers import newest_profile_rows
 
 EVENT_COLUMNS = ('idempotency_key, trace_id, schema_version, event_type, source, '
                  'tenant_id, user_id, event_time, ingested_at, user_tier, '
@@ -114,13 +114,7 @@ def test_enrichment_equals_a_plain_python_join(sample, tmp_path, mode):
   sample_dir, _ = sample
   db = str(tmp_path / 'w.duckdb')
   _run(sample_dir, db, '--enrichment', mode)
-  newest = {}
-  with open(os.path.join(sample_dir, 'profiles.jsonl')) as f:
-    for line in f:
-      row = json.loads(line)
-      key = (row['tenant_id'], row['user_id'])
-      if key not in newest or row['updated_at'] > newest[key]['updated_at']:
-        newest[key] = row
+  newest = newest_profile_rows(os.path.join(sample_dir, 'profiles.jsonl'))
   rows = query(db, 'SELECT tenant_id, user_id, user_tier, user_region FROM events')
   assert rows
   fallbacks = 0
