@@ -102,3 +102,38 @@ class BigQueryEmulator(object):
       self.process.terminate()
       self.process.wait(timeout=10)
       self.process = None
+
+
+class BeamJobService(object):
+  """Beam's own Python job service (the Fn API path Flink and Dataflow use)."""
+
+  def __init__(self):
+    self.port = free_port()
+    self.process = None
+
+  @property
+  def endpoint(self):
+    return 'localhost:%d' % self.port
+
+  def start(self):
+    import sys
+    self.process = subprocess.Popen(
+        [sys.executable, '-m',
+         'apache_beam.runners.portability.local_job_service_main',
+         '--port', str(self.port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+      try:
+        socket.create_connection(('127.0.0.1', self.port), timeout=0.2).close()
+        return self
+      except OSError:
+        time.sleep(0.1)
+    self.stop()
+    raise RuntimeError('the job service did not listen on %d' % self.port)
+
+  def stop(self):
+    if self.process is not None:
+      self.process.terminate()
+      self.process.wait(timeout=10)
+      self.process = None
