@@ -1,0 +1,76 @@
+"""Writes `templates/metadata.json` (the flex template's parameters) from the
+pipeline's own options, so the two can never drift (a test compares them).
+
+    python -m pipelines.template_metadata > templates/metadata.json
+"""
+import argparse
+import json
+import sys
+
+from pipelines.options import AnalyticsOptions
+
+__all__ = ['metadata', 'EXAMPLES']
+
+_INT = r'^[0-9]+$'
+_FLOAT = r'^[0-9]+(\.[0-9]+)?$'
+_SPECIAL = {
+    'hot_sink': r'^(duckdb:.+|bigquery:[a-z][a-z0-9-]{4,29}\.[A-Za-z0-9_]+)$',
+    'profiles': r'^(bigquery:[a-z][a-z0-9-]{4,29}\.\w+\.[\w-]+|[^\s]+)$',
+    'redis_url': r'^rediss?://[^/\s]+(/[0-9]+)?$',
+    'bigquery_endpoint': r'^https?://[^\s/]+(:[0-9]+)?/?$',
+    'input': r'^[^\s]+$', 'input_watch': r'^[^\s]+$', 'cold_path': r'^[^\s]+$',
+}
+# A valid example for options without a default (checked by the tests).
+EXAMPLES = {
+    'input': 'gs://my-bucket/events/*.jsonl',
+    'profiles': 'bigquery:my-project.ref.profiles',
+    'bigquery_endpoint': 'http://127.0.0.1:9050',
+    'input_watch': 'gs://my-bucket/incoming/*.jsonl',
+    'redis_url': 'redis://10.0.0.3:6379/0',
+}
+
+
+def _actions():
+  parser = argparse.ArgumentParser()
+  AnalyticsOptions._add_argparse_args(parser)
+  return [a for a in parser._actions if a.dest != 'help']
+
+
+def _regex(action):
+  if action.dest in _SPECIAL:
+    return _SPECIAL[action.dest]
+  if action.choices:
+    return '^(%s)$' % '|'.join(action.choices)
+  if action.type is int:
+    return _INT
+  if action.type is float:
+    return _FLOAT
+  return r'^.+$'
+
+
+def metadata() -> dict:
+  """The flex template metadata, one parameter per pipeline option."""
+  parameters = []
+  for action in _actions():
+    parameters.append({
+        'name': action.dest,
+        'label': action.dest.replace('_', ' ').capitalize(),
+        'helpText': ' '.join(action.help.split()),
+        'isOptional': action.dest != 'input',
+        'regexes': [_regex(action)],
+    })
+  return {
+      'name': 'beam-realtime-analytics',
+      'description': 'Contract-checked events: dedup, enrichment, event-time '
+                     'views, hot and cold tiers, dead letters.',
+      'parameters': parameters,
+  }
+
+
+def main():
+  json.dump(metadata(), sys.stdout, indent=2)
+  sys.stdout.write('\n')
+
+
+if __name__ == '__main__':
+  main()
