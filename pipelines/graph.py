@@ -118,7 +118,8 @@ def _batched(pipeline, options, source, store_factory):
         max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(batched.Batch)
     letters += more
   else:
-    events = unique | 'Enrich' >> batched.EnrichBatches(_profiles(pipeline, opts))
+    events = unique | 'Enrich' >> EnrichFromSideInput(
+        _profiles(pipeline, opts), batched=True)
   view_rows = events | 'WindowedViews' >> batched.BatchedViews()
   event_rows = events | 'EventRows' >> beam.Map(
       lambda b: batched.Batch([event_row(e, utcnow()) for e in b]))

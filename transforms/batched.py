@@ -13,8 +13,9 @@ same (a test checks it on a corpus with every kind of bad record):
   its state the keys seen with their event-time expiry, cleared by a WATERMARK
   timer: still exact and keyed by `idempotency_key`. The state object is
   `CacheAware`, so the runner's cache does not walk every key on each write.
-* `EnrichBatches`, `ViewPartials`: the side-input join and per-batch partial
-  aggregates of the views, merged by a combiner (three keys, one per view).
+* `BatchedViews`: per-batch partial aggregates of the views, merged by a
+  combiner (three keys, one per view). The side-input join is
+  `EnrichFromSideInput(..., batched=True)`.
 
 Streaming keeps the per-record path, where watermarks, lateness and the late-data
 gate apply per event.
@@ -36,43 +37,15 @@ from schemas.records import DeadLetter
 from schemas.registry import default_registry
 from transforms import counters
 from transforms.decode import DEAD_LETTERS, decode_and_validate
-from transforms.enrich import apply_profile
+from transforms.batch import Batch
 from transforms.sources import read_file_records
 from transforms.views import (VIEWS, add_event, merge, micros, new_accumulator,
                               view_row, window_starts)
 
-__all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'DedupBatches', 'EnrichBatches',
+__all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'DedupBatches',
            'BatchedViews', 'KeySet']
 
 SHARDS = 16
-
-
-class Batch(object):
-  """A list of records as one element.
-
-  Not a list subclass on purpose: Beam's default coder walks a list item by item
-  (and pickles each datetime and dict alone); an unknown class is pickled in one
-  call, which makes moving a batch between steps several times cheaper.
-  """
-  __slots__ = ('items',)
-
-  def __init__(self, items):
-    self.items = list(items)
-
-  def __reduce__(self):
-    return Batch, (self.items,)
-
-  def __iter__(self):
-    return iter(self.items)
-
-  def __len__(self):
-    return len(self.items)
-
-  def __eq__(self, other):
-    return isinstance(other, Batch) and self.items == other.items
-
-  def __repr__(self):
-    return 'Batch(%d)' % len(self.items)
 
 
 class _ReadBatchesFn(beam.DoFn):
@@ -229,37 +202,6 @@ class DedupBatches(beam.PTransform):
             | 'SplitByShard' >> beam.FlatMap(_split_by_shard).with_output_types(
                 Tuple[int, Any])
             | 'DropRetries' >> beam.ParDo(_DedupBatchFn(self._ttl_s)))
-
-
-class _EnrichBatchFn(beam.DoFn):
-
-  def setup(self):
-    self._fallbacks = Metrics.counter(
-        counters.NAMESPACE, counters.ENRICHMENT_FALLBACKS)
-
-  def process(self, events, profiles):
-    out, fallbacks = [], 0
-    for event in events:
-      profile = profiles.get((event.tenant_id, event.user_id))
-      fallbacks += profile is None
-      out.append(apply_profile(event, profile))
-    self._fallbacks.inc(fallbacks)
-    yield Batch(out)
-
-
-class EnrichBatches(beam.PTransform):
-  """Lists of events joined with a profiles side input (None: all fallback)."""
-
-  def __init__(self, profiles):
-    super().__init__()
-    self._profiles = profiles
-
-  def expand(self, batches):
-    profiles = self._profiles
-    if profiles is None:
-      profiles = batches.pipeline | 'NoProfiles' >> beam.Create([])
-    return batches | 'JoinProfiles' >> beam.ParDo(
-        _EnrichBatchFn(), profiles=beam.pvalue.AsDict(profiles))
 
 
 def _partials(events):

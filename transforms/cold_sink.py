@@ -28,6 +28,7 @@ from apache_beam.transforms import trigger, window
 
 from schemas import tables
 from transforms import counters
+from transforms.batch import Batch
 
 __all__ = ['WriteColdParquet', 'partition_of', 'cold_file_path']
 
@@ -61,7 +62,6 @@ def _write_file(path, arrow_table):
 
 def _group_batch(rows, key):
   """A list of rows to (partition key, rows of that partition) pairs."""
-  from transforms.batched import Batch  # one pickle call per group in transit
   groups = {}
   for row in rows:
     groups.setdefault(key(row), []).append(row)

@@ -23,6 +23,7 @@ from apache_beam.transforms import trigger, window
 
 from schemas import tables
 from transforms import counters
+from transforms.batch import Batch
 from transforms.staging import write_staging_file
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged']
@@ -120,7 +121,6 @@ def _remove_empty_folders(folders):
 
 def _split(batch, size):
   """A batch of rows in parts of at most `size` rows, each one element."""
-  from transforms.batched import Batch  # one pickle call per part in transit
   rows = list(batch)
   return [Batch(rows[i:i + size]) for i in range(0, len(rows), size)]
 

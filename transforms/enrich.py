@@ -11,6 +11,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import counters
+from transforms.batch import Batch
 from transforms.profiles import FALLBACK, Profile, newer, parse_profile_line
 from transforms.timestamps import format_utc
 
@@ -80,16 +81,25 @@ def _newest_of(profiles):
 
 
 class _EnrichFn(beam.DoFn):
+  """Joins one event, or each event of a `Batch`, with the profiles side input."""
+
+  def __init__(self, batched=False):
+    self._batched = batched
 
   def setup(self):
     self._fallbacks = Metrics.counter(
         counters.NAMESPACE, counters.ENRICHMENT_FALLBACKS)
 
-  def process(self, event, profiles):
-    profile = profiles.get((event.tenant_id, event.user_id))
-    if profile is None:
-      self._fallbacks.inc()
-    yield apply_profile(event, profile)
+  def process(self, element, profiles):
+    events = element if self._batched else (element,)
+    out, fallbacks = [], 0
+    for event in events:
+      profile = profiles.get((event.tenant_id, event.user_id))
+      fallbacks += profile is None
+      out.append(apply_profile(event, profile))
+    if fallbacks:
+      self._fallbacks.inc(fallbacks)
+    yield Batch(out) if self._batched else out[0]
 
 
 class EnrichFromSideInput(beam.PTransform):
@@ -98,15 +108,16 @@ class EnrichFromSideInput(beam.PTransform):
   Args:
     profiles: a PCollection of ((tenant_id, user_id), Profile) pairs, or None
       (every event gets the fallback).
+    batched: the elements are `Batch`es of events (the batched path).
   """
 
-  def __init__(self, profiles):
+  def __init__(self, profiles, batched=False):
     super().__init__()
-    self._profiles = profiles
+    self._profiles, self._batched = profiles, batched
 
   def expand(self, events):
     profiles = self._profiles
     if profiles is None:
       profiles = events.pipeline | 'NoProfiles' >> beam.Create([])
     return events | 'JoinProfiles' >> beam.ParDo(
-        _EnrichFn(), profiles=beam.pvalue.AsDict(profiles))
+        _EnrichFn(self._batched), profiles=beam.pvalue.AsDict(profiles))

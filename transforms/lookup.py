@@ -137,6 +137,7 @@ class ProfileLookupHandler(EnrichmentSourceHandler):
     self._cache = LruTtlCache(s.cache_size, s.cache_ttl_s)
     self._redis = SafeRedisCache(s.redis_url, s.redis_ttl_s) if s.redis_url else None
     self._breaker = CircuitBreaker(s.breaker_threshold, s.breaker_reset_s)
+    self._store_calls = self._store_failures = self._redis_hits = 0
 
   def __exit__(self, *exc):
     self._store.close()
@@ -161,9 +162,8 @@ class ProfileLookupHandler(EnrichmentSourceHandler):
         cache_hits=self._cache.hits, cache_misses=self._cache.misses,
         cache_evictions=self._cache.evictions, redis_errors=redis_errors,
         breaker_openings=self._breaker.openings,
-        store_calls=getattr(self, '_store_calls', 0),
-        store_failures=getattr(self, '_store_failures', 0),
-        redis_hits=getattr(self, '_redis_hits', 0))
+        store_calls=self._store_calls, store_failures=self._store_failures,
+        redis_hits=self._redis_hits)
 
   def _lookup(self, tenant_id, user_id):
     key = (tenant_id, user_id)
@@ -173,7 +173,7 @@ class ProfileLookupHandler(EnrichmentSourceHandler):
     if self._redis is not None:
       shared = self._redis.get(tenant_id, user_id)
       if shared is not MISSING:
-        self._redis_hits = getattr(self, '_redis_hits', 0) + 1
+        self._redis_hits += 1
         self._cache.put(key, shared)
         return shared, None
     if not self._breaker.allow():
@@ -182,7 +182,7 @@ class ProfileLookupHandler(EnrichmentSourceHandler):
       profile = call_with_retries(self._call_store(tenant_id, user_id),
                                   self._settings.retry)
     except TransientError as e:
-      self._store_failures = getattr(self, '_store_failures', 0) + 1
+      self._store_failures += 1
       self._breaker.record_failure()
       return None, 'profile lookup failed after %d retries: %s' % (
           self._settings.retry.max_retries, e)
@@ -194,7 +194,7 @@ class ProfileLookupHandler(EnrichmentSourceHandler):
 
   def _call_store(self, tenant_id, user_id):
     def call():
-      self._store_calls = getattr(self, '_store_calls', 0) + 1
+      self._store_calls += 1
       return self._store.lookup(tenant_id, user_id, self._settings.lookup_timeout_s)
     return call
 
