@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 sys.path.insert(0, __file__.rsplit('/', 2)[0])
 
+from schemas.keys import key_shard  # noqa: E402
 from schemas.records import Event  # noqa: E402
 from transforms.batched import Batch, DedupBatches, KeySet, SHARDS  # noqa: E402
 from transforms.dedup import DedupByIdempotencyKey  # noqa: E402
@@ -65,7 +66,7 @@ def _state_bytes(n):
   shards = [KeySet() for _ in range(SHARDS)]
   for k in range(n):
     key = hashlib.sha256(b'%d' % k).hexdigest()
-    shards[int(key[:8], 16) % SHARDS].expiry[key] = 1709337600000000
+    shards[key_shard(key, SHARDS)].expiry[key] = 1709337600000000
   return sum(len(pickle.dumps(s, pickle.HIGHEST_PROTOCOL)) for s in shards)
 
 

@@ -10,7 +10,7 @@ import hashlib
 
 from schemas.registry import default_registry
 
-__all__ = ['business_id', 'idempotency_key']
+__all__ = ['business_id', 'idempotency_key', 'key_shard']
 
 
 def business_id(event_type: str, payload: dict, registry=None) -> str:
@@ -25,3 +25,9 @@ def idempotency_key(source: str, event_type: str, business: str,
   """The 64-hex-digit key producers put on an event."""
   text = '%s:%s:%s:%s' % (source, event_type, business, event_time)
   return hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def key_shard(key: str, shards: int) -> int:
+  """A stable shard of an idempotency key (its hex digest spreads evenly); not
+  Python's `hash`, which differs between worker processes."""
+  return int(key[:8], 16) % shards

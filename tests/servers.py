@@ -1,10 +1,16 @@
 """Real servers the tests start themselves on free loopback ports."""
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 
-__all__ = ['free_port', 'RedisServer']
+__all__ = ['free_port', 'RedisServer', 'BigQueryEmulator', 'BeamJobService']
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
@@ -13,37 +19,34 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-class RedisServer(object):
-  """A `redis-server` process (Debian's package) on a free loopback port."""
+class _ServerProcess(object):
+  """A server process: started, polled until `_ready()`, stopped. Restartable."""
 
-  def __init__(self, port=None):
-    self.binary = shutil.which('redis-server')
-    if self.binary is None:
-      raise RuntimeError('redis-server is not installed: apt-get install redis-server '
-                         '(.ci/run does this)')
-    self.port = port or free_port()
+  name = 'server'
+  timeout_s = 30
+
+  def __init__(self):
     self.process = None
 
-  @property
-  def url(self):
-    return 'redis://127.0.0.1:%d/0' % self.port
+  def _command(self):
+    raise NotImplementedError
+
+  def _ready(self) -> bool:
+    raise NotImplementedError
 
   def start(self):
     self.process = subprocess.Popen(
-        [self.binary, '--port', str(self.port), '--bind', '127.0.0.1',
-         '--save', '', '--appendonly', 'no'],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
+        self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + self.timeout_s
     while time.monotonic() < deadline:
       try:
-        with socket.create_connection(('127.0.0.1', self.port), timeout=0.2) as s:
-          s.sendall(b'PING\r\n')
-          if s.recv(16).startswith(b'+PONG'):
-            return self
+        if self._ready():
+          return self
       except OSError:
-        time.sleep(0.05)
+        pass  # not listening yet: poll again
+      time.sleep(0.1)
     self.stop()
-    raise RuntimeError('redis-server did not answer on port %d' % self.port)
+    raise RuntimeError('%s did not answer within %d s' % (self.name, self.timeout_s))
 
   def stop(self):
     if self.process is not None:
@@ -52,21 +55,49 @@ class RedisServer(object):
       self.process = None
 
 
-class BigQueryEmulator(object):
+class RedisServer(_ServerProcess):
+  """A `redis-server` process (Debian's package) on a free loopback port."""
+
+  name = 'redis-server'
+  timeout_s = 10
+
+  def __init__(self, port=None):
+    super().__init__()
+    self.binary = shutil.which('redis-server')
+    if self.binary is None:
+      raise RuntimeError('redis-server is not installed: apt-get install '
+                         'redis-server (run_tests.sh does this as root)')
+    self.port = port or free_port()
+
+  @property
+  def url(self):
+    return 'redis://127.0.0.1:%d/0' % self.port
+
+  def _command(self):
+    return [self.binary, '--port', str(self.port), '--bind', '127.0.0.1',
+            '--save', '', '--appendonly', 'no']
+
+  def _ready(self):
+    with socket.create_connection(('127.0.0.1', self.port), timeout=0.2) as s:
+      s.sendall(b'PING\r\n')
+      return s.recv(16).startswith(b'+PONG')
+
+
+class BigQueryEmulator(_ServerProcess):
   """The local BigQuery emulator (`local-bigquery`, in .bqvenv, Python 3.13)
   serving the BigQuery REST API on a free loopback port."""
 
+  name = 'the BigQuery emulator'
+
   def __init__(self, data_dir):
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    super().__init__()
     self.binary = os.environ.get('ANALYTICS_BQ_EMULATOR') or os.path.join(
-        root, '.bqvenv', 'bin', 'local-bigquery')
+        _ROOT, '.bqvenv', 'bin', 'local-bigquery')
     if not os.path.exists(self.binary):
       raise RuntimeError('the BigQuery emulator is not installed: run '
                          'scripts/bootstrap_bigquery_emulator.sh (run_tests.sh does)')
     self.data_dir = data_dir
     self.port, self.grpc_port = free_port(), free_port()
-    self.process = None
 
   @property
   def endpoint(self):
@@ -78,62 +109,37 @@ class BigQueryEmulator(object):
     return bigquery.Client(project=project, credentials=AnonymousCredentials(),
                            client_options={'api_endpoint': self.endpoint})
 
-  def start(self):
-    import urllib.request
-    self.process = subprocess.Popen(
-        [self.binary, 'serve', '--host', '127.0.0.1', '--port', str(self.port),
-         '--grpc-port', str(self.grpc_port), '--data-dir', self.data_dir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-      try:
-        urllib.request.urlopen(
-            self.endpoint + '/bigquery/v2/projects/test-proj/datasets', timeout=1)
-        return self
-      except OSError as e:
-        if getattr(e, 'code', None):  # an HTTP answer: the server is up
-          return self
-        time.sleep(0.2)
-    self.stop()
-    raise RuntimeError('the BigQuery emulator did not answer on %d' % self.port)
+  def _command(self):
+    return [self.binary, 'serve', '--host', '127.0.0.1', '--port', str(self.port),
+            '--grpc-port', str(self.grpc_port), '--data-dir', self.data_dir]
 
-  def stop(self):
-    if self.process is not None:
-      self.process.terminate()
-      self.process.wait(timeout=10)
-      self.process = None
+  def _ready(self):
+    try:
+      urllib.request.urlopen(
+          self.endpoint + '/bigquery/v2/projects/test-proj/datasets', timeout=1)
+    except urllib.error.HTTPError:
+      pass  # any HTTP answer means the server is up
+    return True
 
 
-class BeamJobService(object):
+class BeamJobService(_ServerProcess):
   """Beam's own Python job service (the Fn API path Flink and Dataflow use)."""
 
+  name = 'the Beam job service'
+
   def __init__(self):
+    super().__init__()
     self.port = free_port()
-    self.process = None
 
   @property
   def endpoint(self):
     return 'localhost:%d' % self.port
 
-  def start(self):
-    import sys
-    self.process = subprocess.Popen(
-        [sys.executable, '-m',
-         'apache_beam.runners.portability.local_job_service_main',
-         '--port', str(self.port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-      try:
-        socket.create_connection(('127.0.0.1', self.port), timeout=0.2).close()
-        return self
-      except OSError:
-        time.sleep(0.1)
-    self.stop()
-    raise RuntimeError('the job service did not listen on %d' % self.port)
+  def _command(self):
+    return [sys.executable, '-m',
+            'apache_beam.runners.portability.local_job_service_main',
+            '--port', str(self.port)]
 
-  def stop(self):
-    if self.process is not None:
-      self.process.terminate()
-      self.process.wait(timeout=10)
-      self.process = None
+  def _ready(self):
+    socket.create_connection(('127.0.0.1', self.port), timeout=0.2).close()
+    return True

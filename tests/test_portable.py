@@ -2,20 +2,8 @@
 service (LOOPBACK workers): the same rows and counts as the FnApiRunner run."""
 import os
 
-import pytest
-
 from pipelines.generate import generate
 from tests.cli import metrics, query, run_module
-from tests.servers import BeamJobService
-
-
-@pytest.fixture(scope='module')
-def job_service():
-  service = BeamJobService().start()
-  try:
-    yield service
-  finally:
-    service.stop()
 
 
 def test_portable_runner_gives_the_direct_runner_results(job_service, tmp_path):

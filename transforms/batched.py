@@ -33,6 +33,7 @@ from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
+from schemas.keys import key_shard
 from schemas.records import DeadLetter
 from schemas.registry import default_registry
 from transforms import counters
@@ -186,7 +187,7 @@ class _DedupBatchFn(beam.DoFn):
 def _split_by_shard(events):
   shards = {}
   for event in events:
-    shards.setdefault(int(event.idempotency_key[:8], 16) % SHARDS, []).append(event)
+    shards.setdefault(key_shard(event.idempotency_key, SHARDS), []).append(event)
   return [(shard, Batch(events)) for shard, events in shards.items()]
 
 

@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
 from schemas import tables
+from schemas.keys import key_shard
 from transforms import counters
 
 __all__ = ['WriteColdParquet', 'partition_of', 'cold_file_path']
@@ -136,7 +137,7 @@ class WriteColdParquet(beam.PTransform):
     shards = self._shards
 
     def key(row):
-      return partition_of(row) + (int(row['idempotency_key'][:8], 16) % shards,)
+      return partition_of(row) + (key_shard(row['idempotency_key'], shards),)
     if self._prebatched:
       keyed = rows | 'KeyByPartition' >> beam.FlatMap(_group_batch, key)
     else:

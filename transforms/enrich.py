@@ -12,7 +12,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import counters
 from transforms.batch import Batch
-from transforms.profiles import FALLBACK, Profile, newer, parse_profile_line
+from transforms.profiles import FALLBACK, Profile, newest, parse_profile_line
 from transforms.timestamps import format_utc
 
 __all__ = ['ReadProfiles', 'EnrichFromSideInput', 'apply_profile']
@@ -69,15 +69,7 @@ class ReadProfiles(beam.PTransform):
                    lambda line, where=self._source: [
                        p for p in [parse_profile_line(line, where)]
                        if p is not None]))
-    return pairs | 'NewestPerUser' >> beam.CombinePerKey(
-        lambda profiles: _newest_of(profiles))
-
-
-def _newest_of(profiles):
-  result = None
-  for profile in profiles:
-    result = profile if result is None else newer(result, profile)
-  return result
+    return pairs | 'NewestPerUser' >> beam.CombinePerKey(newest)
 
 
 class _EnrichFn(beam.DoFn):

@@ -3,13 +3,14 @@
 Pure functions shared by both enrichment modes, so the side input and the cached
 lookups give the same answer row for row.
 """
+import functools
 import json
 from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
 from schemas.records import UNKNOWN
 from transforms.timestamps import parse_rfc3339
 
-__all__ = ['Profile', 'parse_profile_line', 'newer', 'newest_profiles',
+__all__ = ['Profile', 'parse_profile_line', 'newer', 'newest', 'newest_profiles',
            'ProfileError', 'FALLBACK']
 
 
@@ -50,6 +51,11 @@ def parse_profile_line(line, where='') -> Optional[Tuple[Tuple[str, str], Profil
 def newer(a: Profile, b: Profile) -> Profile:
   """The profile with the newest `updated_at` (ties: the larger tier, region)."""
   return max(a, b, key=lambda p: (parse_rfc3339(p.updated_at), p.tier, p.region))
+
+
+def newest(profiles: Iterable[Profile]) -> Profile:
+  """The newest of several profiles of one user (the side input's combiner)."""
+  return functools.reduce(newer, profiles)
 
 
 def newest_profiles(lines: Iterable) -> Dict[Tuple[str, str], Profile]:
