@@ -115,7 +115,8 @@ def _batched(pipeline, options, source, store_factory):
     enriched, more = _enrich(pipeline, opts, single, store_factory)
     events = enriched | 'Rebatch' >> beam.BatchElements(
         min_batch_size=opts.read_batch_size,
-        max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(batched.Batch)
+        max_batch_size=opts.read_batch_size) | 'AsEventBatch' >> beam.Map(
+            batched.Batch)
     letters += more
   else:
     events = unique | 'Enrich' >> EnrichFromSideInput(

@@ -85,3 +85,19 @@ def test_build_with_injected_source_writes_duckdb(tmp_path):
   assert con.execute('SELECT count(*) FROM dead_letters').fetchone()[0] == 5
   tiers = con.execute('SELECT DISTINCT user_tier, user_region FROM events').fetchall()
   assert tiers == [('unknown', 'unknown')]
+
+
+def test_build_batched_with_injected_source_and_lookups(tmp_path):
+  good, raw = _mixed_records()
+  profiles = tmp_path / 'profiles.jsonl'
+  profiles.write_text('{"tenant_id": "acme", "user_id": "u1", "tier": "pro", '
+                      '"region": "eu", "updated_at": "2024-01-01T00:00:00Z"}\n')
+  db = str(tmp_path / 'w.duckdb')
+  opts = options(hot_sink='duckdb:' + db, cold_path=str(tmp_path / 'cold'),
+                 enrichment='lookup', profiles=str(profiles))
+  with TestPipeline(options=opts) as p:
+    build(p, opts, source=p | beam.Create(raw))
+  con = duckdb.connect(db, read_only=True)
+  tiers = con.execute('SELECT DISTINCT user_tier FROM events').fetchall()
+  assert tiers == [('pro',)]
+  assert con.execute('SELECT count(*) FROM events').fetchone()[0] == len(good) + 1

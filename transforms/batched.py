@@ -37,7 +37,7 @@ from schemas.keys import key_shard
 from schemas.records import DeadLetter
 from schemas.registry import default_registry
 from transforms import counters
-from transforms.decode import DEAD_LETTERS, decode_and_validate
+from transforms.decode import DEAD_LETTERS, as_raw_record, decode_and_validate
 from transforms.batch import Batch
 from transforms.sources import read_file_records
 from transforms.views import (VIEWS, add_event, merge, micros, new_accumulator,
@@ -96,7 +96,8 @@ class _DecodeBatchFn(beam.DoFn):
   def process(self, batch):
     events, blank, unknown_total = [], 0, 0
     for record in batch:
-      result, unknown = decode_and_validate(record, self._registry)
+      result, unknown = decode_and_validate(
+          as_raw_record(record), self._registry)
       if result is None:
         blank += 1
       elif isinstance(result, DeadLetter):

@@ -21,7 +21,8 @@ from transforms import counters
 from transforms.parsing import Malformed, is_blank, parse_record
 from transforms.validate import validate
 
-__all__ = ['decode_and_validate', 'DecodeAndValidate', 'DEAD_LETTERS']
+__all__ = ['decode_and_validate', 'as_raw_record', 'DecodeAndValidate',
+           'DEAD_LETTERS']
 
 DEAD_LETTERS = 'dead_letters'
 
