@@ -7,7 +7,8 @@ Writes `<out>/events/events-NNN.jsonl`, `<out>/profiles.jsonl` and
 `<out>/manifest.json`, which states what was generated (records, blank lines,
 retries, bad records per expected kind) so that tests can check the pipeline's
 accounting against an independent count. Seeded: the same flags give the same
-files.
+files. Valid events are built and checked by the producer library (`producer/`),
+as a real producer's would be; about 30% of purchases are sent as v2.
 """
 import argparse
 import datetime
@@ -16,7 +17,7 @@ import os
 import random
 import sys
 
-from schemas.keys import business_id, idempotency_key
+from producer.envelope import build_event
 from schemas.records import (MALFORMED, OVERSIZED, SCHEMA_VIOLATION,
                              UNKNOWN_EVENT_TYPE, UNSUPPORTED_SCHEMA_VERSION)
 from transforms.timestamps import format_utc
@@ -35,11 +36,20 @@ def _ts(value: datetime.datetime) -> str:
 
 
 def make_event(rng, tenant, user, event_type, event_time, source='web'):
-  """One valid envelope (a dict) with its deterministic idempotency key."""
+  """One valid envelope (a dict), built and checked by the producer library."""
+  version = 'v1'
   if event_type == 'purchase':
+    currency = rng.choice(_CURRENCIES)
+    # Whole yen: JPY has no minor unit, so 12.34 JPY could not become v2's
+    # amount_minor exactly (it would be a dead letter, not a sample event).
+    cents = rng.randint(100, 50000) * (100 if currency == 'JPY' else 1)
     payload = {'user_id': user, 'order_id': 'o-%08x' % rng.getrandbits(32),
-               'amount': round(rng.uniform(1, 500), 2),
-               'currency': rng.choice(_CURRENCIES)}
+               'currency': currency}
+    if rng.random() < 0.3:
+      version, payload['amount_minor'] = 'v2', cents // (
+          100 if currency == 'JPY' else 1)
+    else:
+      payload['amount'] = cents / 100
   elif event_type == 'click':
     payload = {'user_id': user, 'element_id': 'btn-%d' % rng.randint(1, 20),
                'url': rng.choice(_URLS)}
@@ -47,23 +57,13 @@ def make_event(rng, tenant, user, event_type, event_time, source='web'):
     payload = {'user_id': user, 'url': rng.choice(_URLS),
                'referrer': rng.choice([None, 'https://example.com/']),
                'duration_ms': rng.randint(0, 60000)}
-  sent_time = _ts(event_time)
+    if rng.random() < 0.3:
+      version, payload['session_id'] = 'v1.1', 's-%d' % rng.randint(1, 999)
   ingested = event_time + datetime.timedelta(seconds=rng.randint(0, 120))
-  version = 'v1'
-  if event_type == 'page_view' and rng.random() < 0.3:
-    version, payload['session_id'] = 'v1.1', 's-%d' % rng.randint(1, 999)
-  return {
-      'trace_id': 't-%016x' % rng.getrandbits(64),
-      'idempotency_key': idempotency_key(
-          source, event_type, business_id(event_type, payload), sent_time),
-      'schema_version': version,
-      'event_type': event_type,
-      'source': source,
-      'tenant_id': tenant,
-      'event_time': sent_time,
-      'ingested_at': _ts(ingested),
-      'payload': payload,
-  }
+  return build_event(
+      event_type, payload, tenant_id=tenant, source=source,
+      event_time=_ts(event_time), ingested_at=_ts(ingested),
+      schema_version=version, trace_id='t-%016x' % rng.getrandbits(64))
 
 
 def _bad_record(rng, good: dict):
@@ -78,7 +78,7 @@ def _bad_record(rng, good: dict):
         b'{"trace_id": "t", ', b'not json at all', b'\xef\xbb\xbf{}',
         b'{"a": NaN}', b'{"a": 1, "a": 2}', b'[1, 2, 3]', b'\xff\xfe{}'])
   elif kind == UNSUPPORTED_SCHEMA_VERSION:
-    bad['schema_version'] = 'v2'
+    bad['schema_version'] = 'v9'
   elif kind == UNKNOWN_EVENT_TYPE:
     bad['event_type'] = 'signup'
   else:

@@ -71,10 +71,12 @@ def _source(pipeline, opts):
     if opts.view_as(StandardOptions).runner in _LOCAL_RUNNERS:
       # MatchContinuously cannot run live on the offline local runners.
       return pipeline | 'WatchInput' >> LocalFileWatch(
-          opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None)
+          opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None,
+          registry_path=opts.registry)
     return pipeline | 'WatchInput' >> WatchRecords(
-        opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None)
-  return pipeline | 'ReadInput' >> ReadRecords(opts.input)
+        opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None,
+        registry_path=opts.registry)
+  return pipeline | 'ReadInput' >> ReadRecords(opts.input, opts.registry)
 
 
 def _per_record(pipeline, options, source, store_factory):
@@ -82,7 +84,7 @@ def _per_record(pipeline, options, source, store_factory):
   streaming = options.view_as(StandardOptions).streaming
   if source is None:
     source = _source(pipeline, opts)
-  decoded = source | 'DecodeAndValidate' >> DecodeAndValidate()
+  decoded = source | 'DecodeAndValidate' >> DecodeAndValidate(opts.registry)
   # Dedup before windowing: a retry must not count twice in any view.
   unique = decoded.events | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl)
   events, enrich_letters = _enrich(pipeline, opts, unique, store_factory)
@@ -101,12 +103,13 @@ def _batched(pipeline, options, source, store_factory):
   opts = options.view_as(AnalyticsOptions)
   if source is None:
     batches = pipeline | 'ReadInput' >> batched.ReadRecordBatches(
-        opts.input, opts.read_batch_size)
+        opts.input, opts.read_batch_size, opts.registry)
   else:
     batches = source | 'BatchInput' >> beam.BatchElements(
         min_batch_size=opts.read_batch_size,
         max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(batched.Batch)
-  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches()
+  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
+      opts.registry)
   unique = decoded.events | 'Dedup' >> batched.DedupBatches(opts.dedup_ttl)
   letters = (decoded[DEAD_LETTERS],)
   if opts.enrichment == 'lookup':

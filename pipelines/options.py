@@ -6,6 +6,7 @@ values with `UsageError`, whose one-line message names the flag, before anything
 is created or written.
 """
 import argparse
+import os
 import re
 
 from apache_beam.io.filesystems import FileSystems
@@ -17,6 +18,15 @@ __all__ = ['AnalyticsOptions', 'UsageError', 'parse_args', 'HotSink',
 
 class UsageError(ValueError):
   """A bad flag or a missing input; the message names the flag."""
+
+
+def _flag(value) -> bool:
+  """A boolean flag's value: true or false (any case)."""
+  if isinstance(value, bool):
+    return value
+  if value.lower() in ('true', 'false'):
+    return value.lower() == 'true'
+  raise argparse.ArgumentTypeError('expected true or false, got %r' % value)
 
 
 class AnalyticsOptions(PipelineOptions):
@@ -54,6 +64,24 @@ class AnalyticsOptions(PipelineOptions):
         '--dedup_ttl', type=int, default=86400,
         help='Seconds of event time an idempotency key is remembered. '
         'Default: 86400.')
+    parser.add_argument(
+        '--registry', default=None,
+        help='The schema registry: a registry.json (version gates per event '
+        'type, schemas, upcasters) with its .avsc files beside it. Default: '
+        'the one shipped in schemas/avro/.')
+    parser.add_argument(
+        '--dlq_alert_threshold', type=int, default=0,
+        help='Alert when a run writes more than N dead letters of one kind; 0 '
+        'turns it off. Default: 0.')
+    parser.add_argument(
+        '--dlq_alert_rate', type=float, default=0.0,
+        help='Alert when dead letters of one kind exceed this share of the '
+        "run's input records (0.01 = 1%%); 0 turns it off. Default: 0.")
+    parser.add_argument(
+        '--fail_on_dlq_alert', type=_flag, nargs='?', const=True, default=False,
+        help='Exit with status 3 when a dead-letter alert fires (for CI and '
+        'schedulers): --fail_on_dlq_alert or --fail_on_dlq_alert=true. '
+        'Default: false.')
     parser.add_argument(
         '--early_firing_s', type=int, default=0,
         help='Early (speculative) view panes every N seconds of processing time '
@@ -230,10 +258,29 @@ def _check_values(opts: AnalyticsOptions):
   if opts.lookup_max_retries < 0 or opts.lookup_backoff_multiplier < 1:
     raise UsageError('--lookup_max_retries must be >= 0 and '
                      '--lookup_backoff_multiplier >= 1')
+  if opts.registry:
+    _check_registry(opts.registry)
+  if opts.dlq_alert_threshold < 0:
+    raise UsageError('--dlq_alert_threshold: must be >= 0, got %d'
+                     % opts.dlq_alert_threshold)
+  if not 0 <= opts.dlq_alert_rate <= 1:
+    raise UsageError('--dlq_alert_rate: must be a share between 0 and 1, got %s'
+                     % opts.dlq_alert_rate)
   if opts.read_batch_size < 1:
     raise UsageError('--read_batch_size: must be >= 1, got %d' % opts.read_batch_size)
   if opts.batch_size < 1:
     raise UsageError('--batch_size: must be >= 1, got %d' % opts.batch_size)
+
+
+def _check_registry(path):
+  """Loads the registry once before the run, so a broken one stops it here."""
+  from schemas.registry import load_registry
+  if not os.path.isfile(path):
+    raise UsageError('--registry: no such local file %r' % path)
+  try:
+    load_registry(path)
+  except (OSError, ValueError, KeyError) as e:
+    raise UsageError('--registry: %s is not a usable registry: %s' % (path, e))
 
 
 def lookup_settings(opts):

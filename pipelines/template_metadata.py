@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from pipelines.options import AnalyticsOptions
+from pipelines.options import AnalyticsOptions, _flag
 
 __all__ = ['metadata', 'EXAMPLES']
 
@@ -18,6 +18,7 @@ _SPECIAL = {
     'profiles': r'^(bigquery:[a-z][a-z0-9-]{4,29}\.\w+\.[\w-]+|[^\s]+)$',
     'redis_url': r'^rediss?://[^/\s]+(/[0-9]+)?$',
     'bigquery_endpoint': r'^https?://[^\s/]+(:[0-9]+)?/?$',
+    'registry': r'^[^\s]+\.json$',
     'input': r'^[^\s]+$', 'input_watch': r'^[^\s]+$', 'cold_path': r'^[^\s]+$',
 }
 # A valid example for options without a default (checked by the tests).
@@ -27,6 +28,7 @@ EXAMPLES = {
     'bigquery_endpoint': 'http://127.0.0.1:9050',
     'input_watch': 'gs://my-bucket/incoming/*.jsonl',
     'redis_url': 'redis://10.0.0.3:6379/0',
+    'registry': 'schemas/avro/registry.json',
 }
 
 
@@ -41,6 +43,8 @@ def _regex(action):
     return _SPECIAL[action.dest]
   if action.choices:
     return '^(%s)$' % '|'.join(action.choices)
+  if action.type is _flag:
+    return r'^([Tt]rue|[Ff]alse)$'
   if action.type is int:
     return _INT
   if action.type is float:

@@ -3,9 +3,15 @@
 The registry is read from `schemas/avro/registry.json` and the `.avsc` files next
 to it, so the contract lives as data. It answers three questions:
 
-* the version gate: is this `schema_version`'s major registered for this type?
-* which reader schema reads it (the newest registered minor of that major)?
+* the version gate: is this `schema_version` in the type's allow-list
+  (`accept`: `v1.*` for every minor of major 1, `v1.1` for exactly that one;
+  without a list, every registered major)?
+* which reader schema reads it (the newest registered minor of that major), and
+  which upcasters lift its payload to the type's newest major?
 * which writer schema does a Confluent wire-format schema id name?
+
+Each type also names its compatibility mode (BACKWARD, FORWARD, FULL), which
+`python -m schemas.register` enforces when a version is added (`compat.py`).
 
 Constraints Avro cannot express (lengths, patterns, minimums) are carried in the
 `.avsc` files as `x-` properties and turned into `FieldSpec`s for the validator.
@@ -20,10 +26,14 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import fastavro
 
 __all__ = ['FieldSpec', 'PayloadSchema', 'Registry', 'default_registry',
-           'parse_version', 'AVRO_DIR']
+           'load_registry', 'parse_version', 'AVRO_DIR', 'DEFAULT_REGISTRY',
+           'COMPATIBILITY_MODES']
 
 AVRO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'avro')
+DEFAULT_REGISTRY = os.path.join(AVRO_DIR, 'registry.json')
+COMPATIBILITY_MODES = ('BACKWARD', 'FORWARD', 'FULL')
 _VERSION = re.compile(r'v([0-9]+)(?:\.([0-9]+))?')
+_ACCEPT = re.compile(r'v([0-9]+)\.(\*|[0-9]+)|v([0-9]+)')
 
 
 def parse_version(version) -> Optional[Tuple[int, int]]:
@@ -79,27 +89,67 @@ def field_specs(avro_record: dict) -> Tuple[FieldSpec, ...]:
   return tuple(specs)
 
 
-def _load_json(name):
-  with open(os.path.join(AVRO_DIR, name), encoding='utf-8') as f:
+def _load_json(name, base_dir=AVRO_DIR):
+  with open(os.path.join(base_dir, name), encoding='utf-8') as f:
     return json.load(f)
 
 
-class Registry(object):
-  """The registered event types and their schemas (immutable once loaded)."""
+def _accept_rule(entry: str, event_type: str):
+  """`v1.*` -> (1, None): any minor; `v1.1` -> (1, 1); `v1` -> (1, 0)."""
+  match = _ACCEPT.fullmatch(entry)
+  if match is None:
+    raise ValueError('registry: %s accepts %r: expected vN.*, vN.M or vN'
+                     % (event_type, entry))
+  if match.group(3) is not None:
+    return int(match.group(3)), 0
+  minor = match.group(2)
+  return int(match.group(1)), None if minor == '*' else int(minor)
 
-  def __init__(self, config: dict):
-    self._envelope = _load_json('envelope.avsc')
+
+class Registry(object):
+  """The registered event types and their schemas (immutable once loaded).
+
+  Args:
+    config: the parsed `registry.json`.
+    base_dir: the folder its `.avsc` file names are relative to.
+  """
+
+  def __init__(self, config: dict, base_dir: str = AVRO_DIR):
+    from schemas import upcasters  # the upcaster functions the config names
+    self.config = config
+    self.base_dir = base_dir
+    self._envelope = _load_json('envelope.avsc', base_dir)
     self.envelope_fields = tuple(
         f for f in field_specs(self._envelope) if f.name != 'payload')
     self._schemas: Dict[str, Dict[Tuple[int, int], PayloadSchema]] = {}
+    self._accept: Dict[str, Tuple[Tuple[int, Optional[int]], ...]] = {}
+    self._upcasters: Dict[str, Dict[int, object]] = {}
+    self.compatibility: Dict[str, str] = {}
     for event_type, entry in config['event_types'].items():
       by_version = {}
       for version, filename in entry['versions'].items():
-        avro = _load_json(filename)
+        avro = _load_json(filename, base_dir)
         by_version[parse_version(version)] = PayloadSchema(
             event_type, version, avro, field_specs(avro),
             tuple(avro.get('x-business-id', ())))
       self._schemas[event_type] = by_version
+      majors = sorted({v[0] for v in by_version})
+      self._accept[event_type] = tuple(
+          _accept_rule(a, event_type) for a in entry['accept']
+      ) if 'accept' in entry else tuple((m, None) for m in majors)
+      mode = entry.get('compatibility', 'BACKWARD')
+      if mode not in COMPATIBILITY_MODES:
+        raise ValueError('registry: %s compatibility %r: expected one of %s'
+                         % (event_type, mode, ', '.join(COMPATIBILITY_MODES)))
+      self.compatibility[event_type] = mode
+      chain = {}
+      for source, name in entry.get('upcasters', {}).items():
+        chain[parse_version(source)[0]] = upcasters.named(name)
+      for major in majors[:-1]:
+        if major not in chain:
+          raise ValueError('registry: %s v%d has no upcaster to v%d' % (
+              event_type, major, majors[-1]))
+      self._upcasters[event_type] = chain
     self._wire_ids = {
         int(k): (v[0], v[1]) for k, v in config['wire_ids'].items()}
     self._parsed_wire = {}
@@ -112,6 +162,40 @@ class Registry(object):
     """Registered major versions of one type, or of any type."""
     types = [event_type] if event_type else list(self._schemas)
     return {v[0] for t in types for v in self._schemas[t]}
+
+  def accepts(self, event_type: str, version: Tuple[int, int]) -> bool:
+    """The version gate of one registered type (its allow-list)."""
+    return any(major == version[0] and minor in (None, version[1])
+               and major in self.majors(event_type)
+               for major, minor in self._accept[event_type])
+
+  def accepted_by_every_type(self, version: Tuple[int, int]) -> bool:
+    """The gate for a record whose type is missing or unknown: a version that
+    some type does not accept is not a version of the contract as a whole."""
+    return all(self.accepts(t, version) for t in self._schemas)
+
+  def accepted(self, event_type: str) -> str:
+    """The allow-list as text, for a dead letter's message."""
+    return ', '.join('v%d.%s' % (major, '*' if minor is None else minor)
+                     for major, minor in self._accept[event_type])
+
+  def newest_major(self, event_type: str) -> int:
+    return max(self.majors(event_type))
+
+  def upcast(self, event_type: str, major: int, payload: dict) -> dict:
+    """Lifts a payload read at `major` to the type's newest major, one step at
+    a time; raises ValueError (naming the field) where it cannot be lifted
+    exactly."""
+    newest = self.newest_major(event_type)
+    while major < newest:
+      payload = self._upcasters[event_type][major](payload)
+      major += 1
+    return payload
+
+  def versions(self, event_type: str) -> List[str]:
+    """Registered versions of a type, oldest first."""
+    return [self._schemas[event_type][v].version
+            for v in sorted(self._schemas[event_type])]
 
   def is_registered_type(self, event_type) -> bool:
     return isinstance(event_type, str) and event_type in self._schemas
@@ -165,6 +249,14 @@ class Registry(object):
 
 
 @functools.lru_cache(maxsize=None)
+def load_registry(path: Optional[str] = None) -> Registry:
+  """The registry at `path` (a `registry.json`; default: the one shipped in
+  `schemas/avro/`), loaded once per process and path."""
+  path = os.path.abspath(path or DEFAULT_REGISTRY)
+  base_dir = os.path.dirname(path)
+  return Registry(_load_json(os.path.basename(path), base_dir), base_dir)
+
+
 def default_registry() -> Registry:
-  """The registry shipped in `schemas/avro/` (loaded once per process)."""
-  return Registry(_load_json('registry.json'))
+  """The registry shipped in `schemas/avro/`."""
+  return load_registry(None)

@@ -63,7 +63,9 @@ def test_error_kinds_in_contract_order_with_stages():
 def test_registry_gate_and_reader():
   registry = default_registry()
   assert registry.event_types == ['click', 'page_view', 'purchase']
-  assert registry.majors() == {1}
+  assert registry.majors() == {1, 2}
+  assert registry.majors('purchase') == {1, 2} and registry.majors('click') == {1}
+  assert registry.reader('purchase', 'v2.4').version == 'v2'
   assert registry.reader('page_view', 'v1').version == 'v1.1'
   assert registry.reader('page_view', 'v01.0').version == 'v1.1'
   assert registry.reader('click', 'v1.3').version == 'v1'
@@ -74,7 +76,7 @@ def test_registry_gate_and_reader():
 def test_wire_ids_round_trip_to_writer_schemas():
   registry = default_registry()
   for event_type in registry.event_types:
-    for version in (['v1', 'v1.1'] if event_type == 'page_view' else ['v1']):
+    for version in registry.versions(event_type):
       schema_id = registry.wire_id(event_type, version)
       assert registry.wire_id_for_schema(
           registry.parsed_wire_schema(schema_id)) == schema_id

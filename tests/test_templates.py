@@ -14,7 +14,8 @@ from tests.cli import ROOT
 
 WRONG = {'hot_sink': 'sqlite:x.db', 'profiles': 'two words',
          'redis_url': 'http://x', 'bigquery_endpoint': 'ftp://x',
-         'input': 'a b', 'input_watch': 'a b', 'cold_path': 'a b'}
+         'input': 'a b', 'input_watch': 'a b', 'cold_path': 'a b',
+         'registry': 'registry.yaml', 'fail_on_dlq_alert': 'yes'}
 
 
 def _options():

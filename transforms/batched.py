@@ -35,7 +35,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.keys import key_shard
 from schemas.records import DeadLetter
-from schemas.registry import default_registry
+from schemas.registry import load_registry
 from transforms import counters
 from transforms.decode import DEAD_LETTERS, as_raw_record, decode_and_validate
 from transforms.batch import Batch
@@ -51,13 +51,18 @@ SHARDS = 16
 
 class _ReadBatchesFn(beam.DoFn):
 
-  def __init__(self, batch_size):
+  def __init__(self, batch_size, registry_path=None):
     self._batch_size = batch_size
+    self._registry_path = registry_path
+
+  def setup(self):
+    self._registry = load_registry(self._registry_path)
 
   def process(self, readable_file):
     batch = []
     with readable_file.open() as stream:
-      for record in read_file_records(stream, readable_file.metadata.path):
+      for record in read_file_records(
+          stream, readable_file.metadata.path, self._registry):
         batch.append(record)
         if len(batch) >= self._batch_size:
           yield Batch(batch)
@@ -69,24 +74,28 @@ class _ReadBatchesFn(beam.DoFn):
 class ReadRecordBatches(beam.PTransform):
   """Files matching `pattern` to lists of at most `batch_size` RawRecords."""
 
-  def __init__(self, pattern, batch_size=5000):
+  def __init__(self, pattern, batch_size=5000, registry_path=None):
     super().__init__()
     self._pattern, self._batch_size = pattern, batch_size
+    self._registry_path = registry_path
 
   def expand(self, pbegin):
     return (pbegin
             | 'MatchFiles' >> fileio.MatchFiles(self._pattern)
             | 'SpreadFiles' >> beam.Reshuffle()
             | 'OpenFiles' >> fileio.ReadMatches()
-            | 'SplitBatches' >> beam.ParDo(_ReadBatchesFn(self._batch_size))
+            | 'SplitBatches' >> beam.ParDo(_ReadBatchesFn(self._batch_size, self._registry_path))
             # Spread the batches of one large file over the workers.
             | 'SpreadBatches' >> beam.Reshuffle())
 
 
 class _DecodeBatchFn(beam.DoFn):
 
+  def __init__(self, registry_path=None):
+    self._registry_path = registry_path
+
   def setup(self):
-    self._registry = default_registry()
+    self._registry = load_registry(self._registry_path)
     ns = counters.NAMESPACE
     self._input = Metrics.counter(ns, counters.INPUT_RECORDS)
     self._blank = Metrics.counter(ns, counters.BLANK_LINES)
@@ -114,11 +123,21 @@ class _DecodeBatchFn(beam.DoFn):
 
 
 class DecodeBatches(beam.PTransform):
-  """Lists of raw records in; lists of events (`events`) and dead letters out."""
+  """Lists of raw records in; lists of events (`events`) and dead letters out.
+
+  Args:
+    registry_path: the schema registry (`registry.json`) whose version gates
+      and schemas apply (default: the shipped one).
+  """
+
+  def __init__(self, registry_path=None):
+    super().__init__()
+    self._registry_path = registry_path
 
   def expand(self, batches):
     return batches | 'DecodeValidate' >> beam.ParDo(
-        _DecodeBatchFn()).with_outputs(DEAD_LETTERS, main='events')
+        _DecodeBatchFn(self._registry_path)).with_outputs(
+            DEAD_LETTERS, main='events')
 
 
 class KeySet(CacheAware):

@@ -16,7 +16,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import (DeadLetter, Event, MALFORMED, MAX_RECORD_BYTES,
                              OVERSIZED, RawRecord)
-from schemas.registry import default_registry
+from schemas.registry import load_registry
 from transforms import counters
 from transforms.parsing import Malformed, is_blank, parse_record
 from transforms.validate import validate
@@ -40,7 +40,7 @@ def decode_and_validate(
     record: RawRecord, registry=None
 ) -> Tuple[Optional[Union[Event, DeadLetter]], int]:
   """Returns (Event, DeadLetter or None for a blank line, unknown field count)."""
-  registry = registry or default_registry()
+  registry = registry or load_registry()
   data, origin = record.data, record.origin
   if is_blank(data):
     return None, 0
@@ -58,8 +58,11 @@ def decode_and_validate(
 class _DecodeAndValidateFn(beam.DoFn):
   """Thin shell over `decode_and_validate` that routes and counts."""
 
+  def __init__(self, registry_path=None):
+    self._registry_path = registry_path
+
   def setup(self):
-    self._registry = default_registry()
+    self._registry = load_registry(self._registry_path)
     self._input = Metrics.counter(counters.NAMESPACE, counters.INPUT_RECORDS)
     self._blank = Metrics.counter(counters.NAMESPACE, counters.BLANK_LINES)
     self._unknown = Metrics.counter(counters.NAMESPACE, counters.UNKNOWN_FIELDS)
@@ -85,11 +88,20 @@ class DecodeAndValidate(beam.PTransform):
   """Raw records to typed events (main output) and dead letters (`dead_letters`).
 
   The output is a `DoOutputsTuple`: `result.events` and `result.dead_letters`.
+
+  Args:
+    registry_path: the schema registry (`registry.json`) whose version gates
+      and schemas apply (default: the shipped one).
   """
+
+  def __init__(self, registry_path=None):
+    super().__init__()
+    self._registry_path = registry_path
 
   def expand(self, raw_records):
     outputs = (
         raw_records
-        | 'DecodeValidate' >> beam.ParDo(_DecodeAndValidateFn()).with_outputs(
+        | 'DecodeValidate' >> beam.ParDo(
+            _DecodeAndValidateFn(self._registry_path)).with_outputs(
             DEAD_LETTERS, main='events'))
     return outputs

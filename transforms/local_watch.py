@@ -28,6 +28,7 @@ from apache_beam.testing.test_stream import (ElementEvent, ProcessingTimeEvent,
 from apache_beam.testing.test_stream_service import TestStreamServiceController
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 
+from schemas.registry import load_registry
 from transforms.sources import read_file_records
 
 __all__ = ['LocalFileWatch', 'watch_events']
@@ -52,8 +53,9 @@ def _wire_duration(seconds):
 
 
 def watch_events(pattern, interval_s, duration_s=None, clock=time.time,
-                 sleep=time.sleep):
+                 sleep=time.sleep, registry_path=None):
   """Yields TestStream events for the files matching `pattern`, polling."""
+  registry = load_registry(registry_path)
   seen = set()
   started = clock()
   while True:
@@ -64,7 +66,7 @@ def watch_events(pattern, interval_s, duration_s=None, clock=time.time,
       now = _wire_time(clock())
       with open(path, 'rb') as stream:
         batch = []
-        for record in read_file_records(stream, path):
+        for record in read_file_records(stream, path, registry):
           batch.append(beam.window.TimestampedValue(record, now))
           if len(batch) >= _CHUNK:
             yield ElementEvent(batch)
@@ -82,11 +84,12 @@ def watch_events(pattern, interval_s, duration_s=None, clock=time.time,
 class _Reader(object):
   """The reader interface `TestStreamServiceController` expects."""
 
-  def __init__(self, pattern, interval_s, duration_s):
+  def __init__(self, pattern, interval_s, duration_s, registry_path):
     self._args = (pattern, interval_s, duration_s)
+    self._registry_path = registry_path
 
   def read_multiple(self, unused_tags):
-    for event in watch_events(*self._args):
+    for event in watch_events(*self._args, registry_path=self._registry_path):
       yield event.to_runner_api(_CODER)
 
 
@@ -97,12 +100,14 @@ class LocalFileWatch(beam.PTransform):
     pattern: a local file pattern (glob).
     interval_s: seconds between looks.
     duration_s: stop after this many seconds (None: until the job is killed).
+    registry_path: the schema registry that frames Avro container records.
   """
 
-  def __init__(self, pattern, interval_s=2.0, duration_s=None):
+  def __init__(self, pattern, interval_s=2.0, duration_s=None,
+               registry_path=None):
     super().__init__()
     self._controller = TestStreamServiceController(
-        _Reader(pattern, interval_s, duration_s))
+        _Reader(pattern, interval_s, duration_s, registry_path))
     self._controller.start()
 
   def expand(self, pbegin):

@@ -15,7 +15,7 @@ from apache_beam.io import fileio
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from schemas.records import RawRecord
-from schemas.registry import default_registry
+from schemas.registry import load_registry
 from transforms.parsing import frame_wire
 
 __all__ = ['ReadRecords', 'WatchRecords', 'read_file_records',
@@ -45,7 +45,7 @@ def _avro_records(stream, origin_path, registry):
 
 def read_file_records(stream, path, registry=None):
   """Yields the RawRecords of one open binary file (JSON lines or Avro)."""
-  registry = registry or default_registry()
+  registry = registry or load_registry()
   origin_path = _origin_path(path)
   head = stream.read(4)
   stream.seek(0)
@@ -60,9 +60,16 @@ def read_file_records(stream, path, registry=None):
 
 class _ReadFileFn(beam.DoFn):
 
+  def __init__(self, registry_path=None):
+    self._registry_path = registry_path
+
+  def setup(self):
+    self._registry = load_registry(self._registry_path)
+
   def process(self, readable_file):
     with readable_file.open() as stream:
-      yield from read_file_records(stream, readable_file.metadata.path)
+      yield from read_file_records(
+          stream, readable_file.metadata.path, self._registry)
 
 
 class ReadRecords(beam.PTransform):
@@ -71,11 +78,14 @@ class ReadRecords(beam.PTransform):
   Args:
     pattern: a file pattern Beam's FileSystems understands. Files ending in a
       compression suffix (`.gz`, `.bz2`, ...) are decompressed.
+    registry_path: the schema registry that frames Avro container records
+      (default: the shipped one).
   """
 
-  def __init__(self, pattern):
+  def __init__(self, pattern, registry_path=None):
     super().__init__()
     self._pattern = pattern
+    self._registry_path = registry_path
 
   def expand(self, pbegin):
     return (
@@ -84,7 +94,7 @@ class ReadRecords(beam.PTransform):
         # Spread files over workers before reading (otherwise one worker reads all).
         | 'SpreadFiles' >> beam.Reshuffle()
         | 'OpenFiles' >> fileio.ReadMatches()
-        | 'SplitRecords' >> beam.ParDo(_ReadFileFn()))
+        | 'SplitRecords' >> beam.ParDo(_ReadFileFn(self._registry_path)))
 
 
 class WatchRecords(beam.PTransform):
@@ -98,12 +108,15 @@ class WatchRecords(beam.PTransform):
     pattern: a file pattern Beam's FileSystems understands.
     interval_s: seconds between looks.
     duration_s: stop watching after this many seconds (None: never).
+    registry_path: as for `ReadRecords`.
   """
 
-  def __init__(self, pattern, interval_s=2.0, duration_s=None):
+  def __init__(self, pattern, interval_s=2.0, duration_s=None,
+               registry_path=None):
     super().__init__()
     self._pattern, self._interval_s = pattern, interval_s
     self._duration_s = duration_s
+    self._registry_path = registry_path
 
   def expand(self, pbegin):
     now = Timestamp.now()
@@ -114,4 +127,4 @@ class WatchRecords(beam.PTransform):
             self._pattern, interval=self._interval_s, start_timestamp=now,
             stop_timestamp=stop)
         | 'OpenFiles' >> fileio.ReadMatches()
-        | 'SplitRecords' >> beam.ParDo(_ReadFileFn()))
+        | 'SplitRecords' >> beam.ParDo(_ReadFileFn(self._registry_path)))

@@ -1,9 +1,12 @@
 """A decoded object to an `Event` or a `DeadLetter`: the checks of the contract.
 
 Pure functions, no Beam. The checks run in the contract's order and the first that
-fails names the dead letter's kind: `unsupported_schema_version`, then
+fails names the dead letter's kind: `unsupported_schema_version` (the registry's
+per-type allow-list), then
 `unknown_event_type`, then `schema_violation` for everything else. Field rules
 come from the registry's Avro schemas (`schemas/avro/*.avsc`), not from code.
+A payload of an older major is upcast to the type's newest major (an upcaster
+that cannot lift it exactly makes it a `schema_violation`).
 """
 import datetime
 import math
@@ -123,14 +126,18 @@ def validate(obj: dict, raw: bytes, origin: str,
         tenant_id=_readable(registry, obj, 'tenant_id')), 0
 
   if parsed is not None:
-    gate = registry.majors(
-        event_type if registry.is_registered_type(event_type) else None)
-    if parsed[0] not in gate:
+    known_type = registry.is_registered_type(event_type)
+    if known_type and not registry.accepts(event_type, parsed):
+      if parsed[0] not in registry.majors(event_type):
+        return dead(UNSUPPORTED_SCHEMA_VERSION,
+                    'schema_version %s: major %d is not registered for %s' % (
+                        version, parsed[0], event_type))
       return dead(UNSUPPORTED_SCHEMA_VERSION,
-                  'schema_version %s: major %d is not registered%s' % (
-                      version, parsed[0],
-                      ' for ' + event_type
-                      if registry.is_registered_type(event_type) else ''))
+                  'schema_version %s: not in the versions %s accepts (%s)' % (
+                      version, event_type, registry.accepted(event_type)))
+    if not known_type and not registry.accepted_by_every_type(parsed):
+      return dead(UNSUPPORTED_SCHEMA_VERSION,
+                  'schema_version %s: not accepted for every event type' % version)
   if isinstance(event_type, str) and not registry.is_registered_type(event_type):
     return dead(UNKNOWN_EVENT_TYPE,
                 'event_type %r is not registered' % event_type[:64])
@@ -145,6 +152,10 @@ def validate(obj: dict, raw: bytes, origin: str,
     reader = registry.reader(event_type, version)
     payload, unknown_in_payload = _read_fields(
         reader.fields, payload_obj, 'payload.')
+    try:
+      payload = registry.upcast(event_type, parsed[0], payload)
+    except ValueError as e:
+      raise Violation(str(e)) from None
     event_time = parse_rfc3339(envelope['event_time'])
     ingested_at = parse_rfc3339(envelope['ingested_at'])
     if event_time > ingested_at + CLOCK_SKEW:
