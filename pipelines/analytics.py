@@ -1,8 +1,10 @@
 """The main job: files in, two tiers and dead letters out.
 
 `pipelines.graph.build(pipeline, options, source=None)` wires the whole graph
-(sinks included) and returns its named outputs; `run(argv)` parses and checks the flags, runs the
-graph, writes the run's counters to `pipeline_metrics` and prints a summary.
+(sinks included) and returns its named outputs; `run(argv)` parses and checks
+the flags, runs the graph, writes the run's counters and dead-letter depth and
+rates to `pipeline_metrics`, and prints a summary and any dead-letter alert
+(exit status 3 with `--fail_on_dlq_alert`).
 `python -m pipelines.analytics`, `run_local.sh` and the flex template all call
 `run()`.
 """
@@ -15,7 +17,7 @@ import uuid
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
-from pipelines import summary
+from pipelines import dlq, summary
 from pipelines.graph import build, utcnow
 from pipelines.options import AnalyticsOptions, HotSink, UsageError, parse_args
 
@@ -43,8 +45,14 @@ def run(argv=None) -> dict:
           'incomplete, so none are written to pipeline_metrics: read the tables'
           % (run_id, seconds))
     return counts
+  counts.update(dlq.dlq_metrics(counts, dlq.depth(hot.target)))
   summary.write_metrics(hot.target, run_id, counts, utcnow())
   print(summary.format_summary(run_id, counts, seconds))
+  fired = dlq.alerts(counts, opts.dlq_alert_threshold, opts.dlq_alert_rate)
+  for message in fired:
+    print('ALERT dead letters: %s' % message)
+  if fired and opts.fail_on_dlq_alert:
+    raise dlq.DeadLetterAlert('%d dead-letter alert(s) fired' % len(fired))
   return counts
 
 
@@ -55,6 +63,9 @@ def main(argv=None):
   except UsageError as e:
     print('error: %s' % e, file=sys.stderr)
     sys.exit(2)
+  except dlq.DeadLetterAlert as e:
+    print('failing: %s (--fail_on_dlq_alert)' % e, file=sys.stderr)
+    sys.exit(3)
 
 
 if __name__ == '__main__':

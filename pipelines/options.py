@@ -208,7 +208,7 @@ def _check_unknown(argv):
     raise UsageError('unexpected argument %r' % arg)
 
 
-def _check_values(opts: AnalyticsOptions):
+def _check_input(opts: AnalyticsOptions):
   if opts.input_watch:
     if opts.input:
       raise UsageError('--input_watch: give either --input or --input_watch')
@@ -219,6 +219,11 @@ def _check_values(opts: AnalyticsOptions):
       raise UsageError('--input: required (a file pattern of input records)')
     if not FileSystems.match([opts.input])[0].metadata_list:
       raise UsageError('--input: no file matches %r' % opts.input)
+
+
+def _check_values(opts: AnalyticsOptions, needs_input=True):
+  if needs_input:
+    _check_input(opts)
   if opts.early_firing_s < 0:
     raise UsageError('--early_firing_s: must be >= 0')
   if opts.cold_max_rows_per_file < 1:
@@ -298,8 +303,11 @@ def lookup_settings(opts):
       fallback=opts.enrichment_fallback == 'unknown')
 
 
-def parse_args(argv) -> PipelineOptions:
-  """Parses and checks the command line; raises UsageError naming the flag."""
+def parse_args(argv, needs_input=True) -> PipelineOptions:
+  """Parses and checks the command line; raises UsageError naming the flag.
+
+  `needs_input=False` is for jobs with their own source (the replay job).
+  """
   argv = list(argv)
   _check_unknown(argv)
   try:
@@ -307,5 +315,5 @@ def parse_args(argv) -> PipelineOptions:
     opts = options.view_as(AnalyticsOptions)
   except SystemExit:
     raise UsageError('bad flag value in %s' % ' '.join(argv)) from None
-  _check_values(opts)
+  _check_values(opts, needs_input)
   return options

@@ -6,7 +6,13 @@ import json
 
 from schemas.records import DeadLetter, Event
 
-__all__ = ['event_row', 'dead_letter_row', 'raw_text', 'dead_letter_id']
+__all__ = ['event_row', 'dead_letter_row', 'raw_text', 'raw_bytes',
+           'dead_letter_id', 'REPLAY_ORIGIN']
+
+# The origin of a record sent back by the replay job: `replay:<dead_letter_id>`.
+# A replayed record that fails again keeps the id of the letter it came from, so
+# the sink raises that letter's replay_count instead of adding a second letter.
+REPLAY_ORIGIN = 'replay:'
 
 
 def raw_text(raw: bytes):
@@ -17,12 +23,22 @@ def raw_text(raw: bytes):
     return base64.b64encode(raw).decode('ascii'), 'base64'
 
 
+def raw_bytes(text: str, encoding: str) -> bytes:
+  """The original bytes of a `dead_letters.raw` value (the inverse of raw_text)."""
+  if encoding == 'base64':
+    return base64.b64decode(text)
+  return text.encode('utf-8')
+
+
 def dead_letter_id(kind: str, origin: str, raw: bytes) -> str:
   """A stable id, so that a rerun or a retried bundle does not double a letter.
 
   Two identical bad lines at different places are two letters (their origins
-  differ); the same line read again is the same letter.
+  differ); the same line read again is the same letter; a replayed record keeps
+  the id of the letter it was replayed from.
   """
+  if origin.startswith(REPLAY_ORIGIN):
+    return origin[len(REPLAY_ORIGIN):]
   digest = hashlib.sha256()
   for part in (kind.encode(), origin.encode('utf-8', 'surrogatepass'), raw):
     digest.update(b'%d:' % len(part))
@@ -65,4 +81,5 @@ def dead_letter_row(letter: DeadLetter, failed_at: datetime.datetime) -> dict:
       'origin': letter.origin,
       'failed_at': failed_at,
       'replay_count': letter.replay_count,
+      'replayed_at': None,
   }

@@ -66,6 +66,7 @@ DEAD_LETTERS = Table('dead_letters', _cols('''
     origin STRING!
     failed_at TIMESTAMP!
     replay_count INT64!
+    replayed_at TIMESTAMP
     '''), ('dead_letter_id',))
 
 PIPELINE_METRICS = Table('pipeline_metrics', _cols('''

@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from schemas.records import RawRecord
 from schemas.rows import event_row
 from tests.helpers import as_json, envelope, options
-from transforms.cold_sink import WriteColdParquet, cold_file_path
+from transforms.cold_sink import WriteColdParquet, cold_file_path, keys_digest
 from transforms.decode import decode_and_validate
 
 NOW = datetime.datetime(2024, 3, 1, 12, tzinfo=datetime.timezone.utc)
@@ -29,10 +29,13 @@ def test_writes_partitions_with_max_rows_per_file(tmp_path):
         root, max_rows_per_file=2, shards=1)
   files = sorted(os.path.relpath(os.path.join(d, f), root)
                  for d, _, fs in os.walk(root) for f in fs)
-  assert files == ['events/ingest_date=2024-03-01/tenant_id=%s/part-000-00000-%04d'
-                   '.parquet' % (t, c) for t in 'ab' for c in range(3)]
-  sizes = [pq.read_metadata(os.path.join(root, f)).num_rows for f in files]
-  assert sizes == [2, 2, 1, 2, 2, 1]
+  assert [f.rsplit('/', 1)[0] for f in files] == [
+      'events/ingest_date=2024-03-01/tenant_id=%s' % t for t in 'aaabbb']
+  for f in files:  # named by the digest of the keys the file holds
+    keys = pq.read_table(os.path.join(root, f)).column('idempotency_key').to_pylist()
+    assert f.endswith('/part-000-%s.parquet' % keys_digest(keys))
+  sizes = sorted(pq.read_metadata(os.path.join(root, f)).num_rows for f in files)
+  assert sizes == [1, 1, 2, 2, 2, 2]
 
 
 def test_unwritable_cold_path_fails_the_pipeline(tmp_path):
@@ -46,5 +49,21 @@ def test_unwritable_cold_path_fails_the_pipeline(tmp_path):
 
 
 def test_cold_file_names_are_deterministic():
-  assert cold_file_path('gs://b/cold', '2024-03-01', 'acme', 1, 0, 2) == \
-      'gs://b/cold/events/ingest_date=2024-03-01/tenant_id=acme/part-001-00000-0002.parquet'
+  digest = keys_digest(['a' * 64, 'b' * 64])
+  assert digest == keys_digest(['a' * 64, 'b' * 64]) != keys_digest(['a' * 64])
+  assert cold_file_path('gs://b/cold', '2024-03-01', 'acme', 1, digest) == \
+      'gs://b/cold/events/ingest_date=2024-03-01/tenant_id=acme/part-001-%s.parquet' \
+      % digest
+
+
+def test_a_later_run_never_overwrites_an_earlier_runs_files(tmp_path):
+  """Two runs into the same partitions with different events: both kept."""
+  root = str(tmp_path / 'cold')
+  rows = _rows(6)
+  for part in (rows[:3], rows[3:]):
+    with TestPipeline(options=options()) as p:
+      _ = p | beam.Create(part) | WriteColdParquet(root, shards=1)
+  keys = [k for d, _, fs in os.walk(root) for f in fs
+          for k in pq.read_table(os.path.join(d, f)).column(
+              'idempotency_key').to_pylist()]
+  assert sorted(keys) == sorted(r['idempotency_key'] for r in rows)

@@ -1,14 +1,14 @@
 """The cold tier: `events` rows as Parquet, Hive-partitioned by ingest date and tenant.
 
-    <cold_path>/events/ingest_date=YYYY-MM-DD/tenant_id=<tenant>/part-SSS-PPPPP-CCCC.parquet
+    <cold_path>/events/ingest_date=YYYY-MM-DD/tenant_id=<tenant>/part-SSS-<digest>.parquet
 
 Rows are grouped by (ingest_date, tenant_id, shard), sorted by idempotency_key
-and cut into files of at most `max_rows_per_file`; the name is the shard, the
-pane index and the chunk number, so a retried bundle or a rerun of the same input
-writes the same files again instead of new ones. In batch there is one pane; in
-streaming the global window fires on a processing-time trigger (never an
-event-time window, so no late event is ever dropped here) and each firing is a
-new pane with new names.
+and cut into files of at most `max_rows_per_file`; the name is the shard and a
+digest of the file's keys, so a retried bundle or a rerun of the same input
+writes the same files again instead of new ones, while a later run (other
+input, a replay, a restarted stream) gets new names and never overwrites what
+an earlier one wrote. In streaming the global window fires on a processing-time
+trigger (never an event-time window, so no late event is ever dropped here).
 
 Each file is written under a temporary name in its own partition folder and then
 renamed through Beam's FileSystems (local, gs://, s3://). Unlike
@@ -17,6 +17,7 @@ retried, and the temporary file is removed: nothing is left behind in a hidden
 folder while the run "succeeds".
 """
 import datetime
+import hashlib
 import uuid
 
 import apache_beam as beam
@@ -39,10 +40,18 @@ def partition_of(row) -> tuple:
   return ingested.strftime('%Y-%m-%d'), row['tenant_id']
 
 
-def cold_file_path(root, ingest_date, tenant_id, shard, pane, chunk):
+def keys_digest(keys) -> str:
+  """16 hex digits naming a file by the (sorted) idempotency keys it holds."""
+  digest = hashlib.sha256()
+  for key in keys:
+    digest.update(key.encode('utf-8') + b'\n')
+  return digest.hexdigest()[:16]
+
+
+def cold_file_path(root, ingest_date, tenant_id, shard, digest):
   return FileSystems.join(
       root, 'events', 'ingest_date=%s' % ingest_date, 'tenant_id=%s' % tenant_id,
-      'part-%03d-%05d-%04d.parquet' % (shard, pane, chunk))
+      'part-%03d-%s.parquet' % (shard, digest))
 
 
 def _write_file(path, arrow_table):
@@ -99,14 +108,13 @@ class _WritePartitionFn(beam.DoFn):
     self._rows = Metrics.counter(counters.NAMESPACE, 'cold_rows_written')
     self._files = Metrics.counter(counters.NAMESPACE, 'cold_files_written')
 
-  def process(self, grouped, pane=beam.DoFn.PaneInfoParam):
+  def process(self, grouped):
     (ingest_date, tenant_id, shard), parts = grouped
     table = _as_table(parts)
-    pane_index = pane.index if pane else 0
-    for chunk, start in enumerate(range(0, table.num_rows, self._max_rows)):
+    for start in range(0, table.num_rows, self._max_rows):
       part = table.slice(start, self._max_rows)
       path = cold_file_path(self._root, ingest_date, tenant_id, shard,
-                            pane_index, chunk)
+                            keys_digest(part.column('idempotency_key').to_pylist()))
       _write_file(path, part)
       self._rows.inc(part.num_rows)
       self._files.inc()

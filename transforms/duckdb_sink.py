@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
 from schemas import tables
+from schemas.rows import REPLAY_ORIGIN
 from transforms import counters
 from transforms.batch import Batch
 from transforms.staging import write_staging_file
@@ -38,6 +39,9 @@ def connect(path: str, read_only: bool = False):
   if not read_only:
     for table in tables.TABLES.values():
       con.execute(tables.duckdb_ddl(table))
+    # Warehouses made before the replay job lack this column.
+    con.execute('ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS '
+                'replayed_at TIMESTAMP')
   return con
 
 
@@ -54,10 +58,19 @@ def _insert_sql(table, files_sql):
             'ORDER BY processed_at, trace_id) = 1 '
             'ON CONFLICT DO NOTHING' % (columns, columns, files_sql))
   if table.name == tables.DEAD_LETTERS.name:
+    # A new letter is inserted once. A replayed record that failed again
+    # (origin `replay:<id>`) updates its letter: the new reason, the new time
+    # and one more replay; the original bytes stay as they were.
     return ('INSERT INTO dead_letters (%s) SELECT %s FROM read_parquet(%s) '
             'QUALIFY row_number() OVER (PARTITION BY dead_letter_id '
-            'ORDER BY failed_at) = 1 ON CONFLICT DO NOTHING' % (
-                columns, columns, files_sql))
+            'ORDER BY failed_at) = 1 ON CONFLICT (dead_letter_id) DO UPDATE SET '
+            'error_kind = excluded.error_kind, '
+            'error_stage = excluded.error_stage, '
+            'error_message = excluded.error_message, '
+            'failed_at = excluded.failed_at, '
+            'replay_count = dead_letters.replay_count + 1 '
+            "WHERE starts_with(excluded.origin, '%s')" % (
+                columns, columns, files_sql, REPLAY_ORIGIN))
   # Views: the pane with the highest value per key replaces the stored row.
   # Panes accumulate, so a later pane never has a lower value; a retried or
   # repeated older pane therefore never overwrites a newer one.
