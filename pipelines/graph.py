@@ -26,6 +26,8 @@ from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
 from transforms.local_watch import LocalFileWatch
+from transforms.message_sources import (ReadKafkaRecords, ReadPubSubRecords,
+                                        kafka_consumer_config)
 from transforms.sources import ReadRecords, WatchRecords
 from transforms.stores import profile_store
 from transforms.windows import LATE_EVENTS, ViewPolicy, WindowedViews
@@ -67,6 +69,16 @@ _LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner',
 
 
 def _source(pipeline, opts):
+  if opts.input_subscription or opts.input_topic:
+    return pipeline | 'ReadInput' >> ReadPubSubRecords(
+        opts.input_subscription, opts.input_topic, opts.timestamp_attribute)
+  if opts.kafka_topic:
+    return pipeline | 'ReadInput' >> ReadKafkaRecords(
+        kafka_consumer_config(opts.kafka_bootstrap, opts.kafka_group_id,
+                              opts.kafka_offset_reset,
+                              opts.kafka_max_poll_records),
+        [opts.kafka_topic], opts.kafka_commit_on_finalize,
+        opts.kafka_expansion_service)
   if opts.input_watch:
     if opts.view_as(StandardOptions).runner in _LOCAL_RUNNERS:
       # MatchContinuously cannot run live on the offline local runners.

@@ -40,6 +40,43 @@ class AnalyticsOptions(PipelineOptions):
         'files, local, gs:// or s3:// (e.g. data/events/*.jsonl). Required '
         'unless another source is given.')
     parser.add_argument(
+        '--input_subscription', default=None,
+        help='Streaming: a Pub/Sub subscription projects/P/subscriptions/S to '
+        'read (sets --streaming). Default: none.')
+    parser.add_argument(
+        '--input_topic', default=None,
+        help='Streaming: a Pub/Sub topic projects/P/topics/T, read through a '
+        'subscription Beam creates (sets --streaming). Default: none.')
+    parser.add_argument(
+        '--timestamp_attribute', default=None,
+        help='Pub/Sub: the message attribute whose time drives the watermark '
+        '(event time still comes from the envelope). Default: publish time.')
+    parser.add_argument(
+        '--kafka_bootstrap', default=None,
+        help='Kafka: bootstrap servers host:port[,host:port] (with '
+        '--kafka_topic; sets --streaming). Default: none.')
+    parser.add_argument(
+        '--kafka_topic', default=None,
+        help='Kafka: the topic to read. Default: none.')
+    parser.add_argument(
+        '--kafka_group_id', default='analytics-pipeline-v2',
+        help='Kafka: the consumer group. Default: analytics-pipeline-v2.')
+    parser.add_argument(
+        '--kafka_offset_reset', choices=['latest', 'earliest'], default='latest',
+        help='Kafka: where a new consumer group starts. Default: latest.')
+    parser.add_argument(
+        '--kafka_max_poll_records', type=int, default=500,
+        help='Kafka: records per poll at most. Default: 500.')
+    parser.add_argument(
+        '--kafka_commit_on_finalize', type=_flag, nargs='?', const=True,
+        default=True,
+        help='Kafka: commit offsets when Beam finalizes a bundle (no auto '
+        'commit). Default: true.')
+    parser.add_argument(
+        '--kafka_expansion_service', default=None,
+        help='Kafka: host:port of a running Java expansion service for '
+        'ReadFromKafka. Default: Beam\'s (it fetches the Kafka IO jar).')
+    parser.add_argument(
         '--profiles', default=None,
         help='User profiles: a JSON lines file (tenant_id, user_id, tier, region, '
         'updated_at) or a BigQuery table bigquery:PROJECT.DATASET.TABLE. '
@@ -208,8 +245,45 @@ def _check_unknown(argv):
     raise UsageError('unexpected argument %r' % arg)
 
 
+_SUBSCRIPTION = r'projects/[a-z][a-z0-9-]{4,29}/subscriptions/[A-Za-z][\w.~+%-]{2,254}'
+_TOPIC = r'projects/[a-z][a-z0-9-]{4,29}/topics/[A-Za-z][\w.~+%-]{2,254}'
+_BOOTSTRAP = r'[\w.-]+:[0-9]+(,[\w.-]+:[0-9]+)*'
+_SOURCES = ('input', 'input_watch', 'input_subscription', 'input_topic',
+            'kafka_topic')
+
+
+def message_source(opts) -> bool:
+  """The input is Pub/Sub or Kafka (unbounded: the job streams)."""
+  return bool(opts.input_subscription or opts.input_topic or opts.kafka_topic)
+
+
+def _check_message_source(opts):
+  for flag, pattern in (('input_subscription', _SUBSCRIPTION),
+                        ('input_topic', _TOPIC),
+                        ('kafka_bootstrap', _BOOTSTRAP)):
+    value = getattr(opts, flag)
+    if value and not re.fullmatch(pattern, value):
+      raise UsageError('--%s: expected %s, got %r' % (
+          flag, {'input_subscription': 'projects/P/subscriptions/S',
+                 'input_topic': 'projects/P/topics/T',
+                 'kafka_bootstrap': 'host:port[,host:port]'}[flag], value))
+  if bool(opts.kafka_topic) != bool(opts.kafka_bootstrap):
+    raise UsageError('--kafka_bootstrap: give it together with --kafka_topic')
+  if opts.kafka_max_poll_records < 1:
+    raise UsageError('--kafka_max_poll_records: must be >= 1')
+  # A message source is unbounded: the job streams (the flex template cannot
+  # pass --streaming as a value, so it follows from the source).
+  opts.view_as(StandardOptions).streaming = True
+
+
 def _check_input(opts: AnalyticsOptions):
-  if opts.input_watch:
+  given = [flag for flag in _SOURCES if getattr(opts, flag)]
+  if len(given) > 1:
+    raise UsageError('--%s: give one source, not also --%s' % (
+        given[1], given[0]))
+  if message_source(opts) or opts.kafka_bootstrap:
+    _check_message_source(opts)
+  elif opts.input_watch:
     if opts.input:
       raise UsageError('--input_watch: give either --input or --input_watch')
     if not opts.view_as(StandardOptions).streaming:

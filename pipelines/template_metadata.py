@@ -19,6 +19,13 @@ _SPECIAL = {
     'redis_url': r'^rediss?://[^/\s]+(/[0-9]+)?$',
     'bigquery_endpoint': r'^https?://[^\s/]+(:[0-9]+)?/?$',
     'registry': r'^[^\s]+\.json$',
+    'input_subscription':
+        r'^projects/[a-z][a-z0-9-]{4,29}/subscriptions/[A-Za-z][\w.~+%-]{2,254}$',
+    'input_topic': r'^projects/[a-z][a-z0-9-]{4,29}/topics/[A-Za-z][\w.~+%-]{2,254}$',
+    'kafka_bootstrap': r'^[\w.-]+:[0-9]+(,[\w.-]+:[0-9]+)*$',
+    'kafka_expansion_service': r'^[\w.-]+:[0-9]+$',
+    'timestamp_attribute': r'^[^\s]+$', 'kafka_topic': r'^[\w.-]+$',
+    'kafka_group_id': r'^[^\s]+$',
     'input': r'^[^\s]+$', 'input_watch': r'^[^\s]+$', 'cold_path': r'^[^\s]+$',
 }
 # A valid example for options without a default (checked by the tests).
@@ -29,6 +36,12 @@ EXAMPLES = {
     'input_watch': 'gs://my-bucket/incoming/*.jsonl',
     'redis_url': 'redis://10.0.0.3:6379/0',
     'registry': 'schemas/avro/registry.json',
+    'input_subscription': 'projects/my-project/subscriptions/events',
+    'input_topic': 'projects/my-project/topics/events',
+    'timestamp_attribute': 'sent_at',
+    'kafka_bootstrap': 'kafka-1:9092,kafka-2:9092',
+    'kafka_topic': 'events',
+    'kafka_expansion_service': 'localhost:8097',
 }
 
 

@@ -48,12 +48,15 @@ class RawRecord(NamedTuple):
   """One input record: its exact bytes and where it came from.
 
   `origin` names the record's place in its source (`<file>:<line>` or
-  `<file>#<index>` for files, the message id for Pub/Sub) so that a rerun
-  recognises the same record and its dead letter is not written twice. It is
-  empty when a caller injects bare bytes.
+  `<file>#<index>` for files, `pubsub:<message id>`, `kafka:<topic>/<partition>/
+  <offset>`) so that a rerun recognises the same record and its dead letter is
+  not written twice. It is empty when a caller injects bare bytes.
+  `attributes` are the message's attributes (Pub/Sub) or headers (Kafka), kept
+  on the record's dead letter.
   """
   data: bytes
   origin: str = ''
+  attributes: Optional[dict] = None
 
 
 class Event(NamedTuple):
@@ -98,6 +101,7 @@ class DeadLetter(NamedTuple):
   idempotency_key: Optional[str] = None
   tenant_id: Optional[str] = None
   replay_count: int = 0
+  attributes: Optional[dict] = None
 
   @classmethod
   def of(cls, kind, message, raw, origin='', idempotency_key=None,

@@ -82,4 +82,6 @@ def dead_letter_row(letter: DeadLetter, failed_at: datetime.datetime) -> dict:
       'failed_at': failed_at,
       'replay_count': letter.replay_count,
       'replayed_at': None,
+      'attributes': (json.dumps(letter.attributes, sort_keys=True)
+                     if letter.attributes else None),
   }

@@ -67,6 +67,7 @@ DEAD_LETTERS = Table('dead_letters', _cols('''
     failed_at TIMESTAMP!
     replay_count INT64!
     replayed_at TIMESTAMP
+    attributes JSON
     '''), ('dead_letter_id',))
 
 PIPELINE_METRICS = Table('pipeline_metrics', _cols('''

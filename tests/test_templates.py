@@ -15,7 +15,11 @@ from tests.cli import ROOT
 WRONG = {'hot_sink': 'sqlite:x.db', 'profiles': 'two words',
          'redis_url': 'http://x', 'bigquery_endpoint': 'ftp://x',
          'input': 'a b', 'input_watch': 'a b', 'cold_path': 'a b',
-         'registry': 'registry.yaml', 'fail_on_dlq_alert': 'yes'}
+         'registry': 'registry.yaml', 'fail_on_dlq_alert': 'yes',
+         'input_subscription': 'projects/p/topics/t', 'input_topic': 'events',
+         'timestamp_attribute': 'a b', 'kafka_bootstrap': 'kafka-1',
+         'kafka_topic': 'a/b', 'kafka_group_id': 'a b',
+         'kafka_commit_on_finalize': 'no', 'kafka_expansion_service': 'x'}
 
 
 def _options():

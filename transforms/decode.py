@@ -40,7 +40,13 @@ def decode_and_validate(
     record: RawRecord, registry=None
 ) -> Tuple[Optional[Union[Event, DeadLetter]], int]:
   """Returns (Event, DeadLetter or None for a blank line, unknown field count)."""
-  registry = registry or load_registry()
+  result, unknown = _decode_and_validate(record, registry or load_registry())
+  if record.attributes and isinstance(result, DeadLetter):
+    result = result._replace(attributes=record.attributes)
+  return result, unknown
+
+
+def _decode_and_validate(record, registry):
   data, origin = record.data, record.origin
   if is_blank(data):
     return None, 0

@@ -39,9 +39,9 @@ def connect(path: str, read_only: bool = False):
   if not read_only:
     for table in tables.TABLES.values():
       con.execute(tables.duckdb_ddl(table))
-    # Warehouses made before the replay job lack this column.
-    con.execute('ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS '
-                'replayed_at TIMESTAMP')
+    # Warehouses made before the replay job and message sources lack these.
+    for column in ('replayed_at TIMESTAMP', 'attributes VARCHAR'):
+      con.execute('ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS ' + column)
   return con
 
 
