@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tarfile
 
+import setuptools
+
 from pipelines.options import AnalyticsOptions
 from pipelines.template_metadata import EXAMPLES, metadata
 from tests.cli import ROOT
@@ -67,3 +69,35 @@ def test_sdist_contains_packages_and_schema_files(tmp_path):
                'schemas/avro/registry.json', 'schemas/avro/envelope.avsc',
                'schemas/avro/page_view.v1.1.avsc', 'requirements.txt'):
     assert path in names, path
+
+
+def _read(name):
+  with open(os.path.join(ROOT, 'templates', name), encoding='utf-8') as f:
+    return f.read()
+
+
+def test_dockerfile_pins_the_same_beam_and_installs_the_package():
+  dockerfile = _read('Dockerfile')
+  with open(os.path.join(ROOT, 'requirements.txt'), encoding='utf-8') as f:
+    pin = re.search(r'^apache-beam\[[^\]]*\]==(\S+)$', f.read(), re.M).group(1)
+  images = re.findall(r'^FROM (\S+)', dockerfile, re.M)
+  assert 'apache/beam_python3.11_sdk:%s' % pin in images
+  entry = re.search(r'FLEX_TEMPLATE_PYTHON_PY_FILE=\$\{WORKDIR\}/(\S+)',
+                    dockerfile).group(1)
+  assert os.path.isfile(os.path.join(ROOT, entry))
+  assert 'if __name__ == \'__main__\':' in open(os.path.join(ROOT, entry)).read()
+  assert 'pip check' in dockerfile and 'requirements.txt' in dockerfile
+  copied = set(re.findall(r'^COPY (\w+) \./\1$', dockerfile, re.M))
+  packages = {p.split('.')[0] for p in setuptools.find_packages(
+      ROOT, include=['pipelines*', 'transforms*', 'schemas*', 'producer*'])}
+  assert copied == packages
+
+
+def test_launch_scripts_parse_and_use_only_real_parameters():
+  names = {p['name'] for p in metadata()['parameters']}
+  for script in ('build.sh', 'launch.sh'):
+    subprocess.run(['bash', '-n', os.path.join(ROOT, 'templates', script)],
+                   check=True)
+  assert '--metadata-file templates/metadata.json' in _read('build.sh')
+  used = set(re.findall(r'(\w+)=\$\{', _read('launch.sh')))
+  assert used and used <= names, used - names
