@@ -35,11 +35,13 @@ if [ "${1:-}" = "--streaming" ]; then
   exit 0
 fi
 
-if [ ! -f "$DATA/manifest.json" ] || [ "$(cat "$DATA/.events" 2>/dev/null)" != "$EVENTS" ]; then
+# The sample is made again when its size or the generator's code changed.
+STAMP="$EVENTS $(cat pipelines/generate.py producer/*.py | sha256sum | cut -c1-16)"
+if [ ! -f "$DATA/manifest.json" ] || [ "$(cat "$DATA/.events" 2>/dev/null)" != "$STAMP" ]; then
   rm -rf "$DATA"
   echo "generating $EVENTS sample events into $DATA"
   "$PY" -m pipelines.generate --out "$DATA" --events "$EVENTS" --users 500 --tenants 5 --files 4 >/dev/null
-  echo "$EVENTS" > "$DATA/.events"
+  echo "$STAMP" > "$DATA/.events"
 fi
 
 "$PY" -m pipelines.analytics \
