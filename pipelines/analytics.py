@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipelines import dlq, summary
+from transforms import bigquery_sink
 from pipelines.graph import build, utcnow
 from pipelines.options import AnalyticsOptions, HotSink, UsageError, parse_args
 
@@ -30,7 +31,8 @@ def run(argv=None) -> dict:
   opts = options.view_as(AnalyticsOptions)
   run_id = '%s-%s' % (utcnow().strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
   hot = HotSink(opts.hot_sink)
-  os.makedirs(os.path.dirname(os.path.abspath(hot.target)), exist_ok=True)
+  if hot.kind == 'duckdb':
+    os.makedirs(os.path.dirname(os.path.abspath(hot.target)), exist_ok=True)
   started = time.monotonic()
   pipeline = beam.Pipeline(options=options)
   build(pipeline, options)
@@ -45,8 +47,14 @@ def run(argv=None) -> dict:
           'incomplete, so none are written to pipeline_metrics: read the tables'
           % (run_id, seconds))
     return counts
-  counts.update(dlq.dlq_metrics(counts, dlq.depth(hot.target)))
-  summary.write_metrics(hot.target, run_id, counts, utcnow())
+  if hot.kind == 'bigquery':
+    waiting = bigquery_sink.depth(hot.project, hot.dataset, opts.bigquery_endpoint)
+    counts.update(dlq.dlq_metrics(counts, waiting))
+    bigquery_sink.write_metrics(hot.project, hot.dataset, opts.bigquery_endpoint,
+                                run_id, counts, utcnow())
+  else:
+    counts.update(dlq.dlq_metrics(counts, dlq.depth(hot.target)))
+    summary.write_metrics(hot.target, run_id, counts, utcnow())
   print(summary.format_summary(run_id, counts, seconds))
   fired = dlq.alerts(counts, opts.dlq_alert_threshold, opts.dlq_alert_rate)
   for message in fired:

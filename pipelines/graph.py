@@ -22,6 +22,7 @@ from transforms.cold_sink import WriteColdParquet
 from transforms.dead_letters import CollectDeadLetters
 from transforms.decode import DEAD_LETTERS, DecodeAndValidate
 from transforms.dedup import DedupByIdempotencyKey
+from transforms.bigquery_sink import WriteToBigQueryWarehouse
 from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
@@ -44,6 +45,35 @@ def is_batched(options) -> bool:
   opts = options.view_as(AnalyticsOptions)
   return (not options.view_as(StandardOptions).streaming
           and opts.execution == 'batched')
+
+
+def _event_row(event):
+  return event_row(event, utcnow())
+
+
+def _event_row_with_source(event):
+  """For the BigQuery sink: the row and the record it came from, so that a row
+  BigQuery rejects becomes a `sink_failed` letter with the original bytes."""
+  row = event_row(event, utcnow())
+  row['_raw'], row['_origin'] = event.raw, event.origin
+  return row
+
+
+def _row_maker(opts):
+  if HotSink(opts.hot_sink).kind == 'bigquery':
+    return _event_row_with_source
+  return _event_row
+
+
+def _hot_sink(opts, streaming, fast):
+  hot = HotSink(opts.hot_sink)
+  if hot.kind == 'bigquery':
+    return WriteToBigQueryWarehouse(
+        hot.project, hot.dataset, opts.bigquery_endpoint,
+        max_batch_size=min(opts.batch_size, 5000), streaming=streaming,
+        prebatched=fast)
+  return WriteToDuckDB(hot.target, max_batch_size=opts.batch_size,
+                       streaming=streaming, prebatched=fast)
 
 
 def _enrich(pipeline, opts, events, store_factory):
@@ -106,7 +136,8 @@ def _per_record(pipeline, options, source, store_factory):
       beam_lateness_margin_s=max(opts.dedup_ttl, 3600),
       streaming=streaming))
   letters = (decoded[DEAD_LETTERS], views[LATE_EVENTS]) + enrich_letters
-  event_rows = events | 'EventRows' >> beam.Map(lambda e: event_row(e, utcnow()))
+  to_row = _row_maker(opts)
+  event_rows = events | 'EventRows' >> beam.Map(to_row)
   view_rows = {t.name: views[t.name] for t in tables.VIEW_TABLES}
   return events, letters, event_rows, view_rows
 
@@ -138,7 +169,7 @@ def _batched(pipeline, options, source, store_factory):
         _profiles(pipeline, opts), batched=True)
   view_rows = events | 'WindowedViews' >> batched.BatchedViews()
   event_rows = events | 'EventRows' >> beam.Map(
-      lambda b: batched.Batch([event_row(e, utcnow()) for e in b]))
+      lambda b, to_row: batched.Batch([to_row(e) for e in b]), _row_maker(opts))
   return events, letters, event_rows, view_rows
 
 
@@ -174,9 +205,7 @@ def build(pipeline, options, *, source=None, store_factory=None):
   rows = dict(view_rows)
   rows[tables.EVENTS.name] = event_rows
   rows[tables.DEAD_LETTERS.name] = letter_rows
-  commits = rows | 'WriteHot' >> WriteToDuckDB(
-      HotSink(opts.hot_sink).target, max_batch_size=opts.batch_size,
-      streaming=streaming, prebatched=fast)
+  commits = rows | 'WriteHot' >> _hot_sink(opts, streaming, fast)
   cold_files = event_rows | 'WriteCold' >> WriteColdParquet(
       opts.cold_path, max_rows_per_file=opts.cold_max_rows_per_file,
       streaming=streaming, prebatched=fast)

@@ -207,8 +207,8 @@ class HotSink(object):
       if not re.fullmatch(r'[a-z][a-z0-9-]{4,29}\.[A-Za-z0-9_]{1,1024}', target):
         raise UsageError(
             '--hot_sink: expected bigquery:PROJECT.DATASET, got %r' % value)
-      raise UsageError('--hot_sink: the BigQuery sink is not available yet; '
-                       'use duckdb:PATH')
+      self.kind, self.target = kind, target
+      self.project, self.dataset = target.split('.')
     else:
       raise UsageError('--hot_sink: unknown sink %r (expected duckdb or bigquery)'
                        % kind)

@@ -1,6 +1,6 @@
 """`Batch`: many records as one element of the batched path."""
 
-__all__ = ['Batch']
+__all__ = ['Batch', 'split_batch']
 
 
 class Batch(object):
@@ -29,3 +29,9 @@ class Batch(object):
 
   def __repr__(self):
     return 'Batch(%d)' % len(self.items)
+
+
+def split_batch(batch, size):
+  """A batch (or list) of rows in parts of at most `size` rows, each one element."""
+  rows = list(batch)
+  return [Batch(rows[i:i + size]) for i in range(0, len(rows), size)]

@@ -24,7 +24,7 @@ from apache_beam.transforms import trigger, window
 from schemas import tables
 from schemas.rows import REPLAY_ORIGIN
 from transforms import counters
-from transforms.batch import Batch
+from transforms.batch import split_batch
 from transforms.staging import write_staging_file
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged']
@@ -132,12 +132,6 @@ def _remove_empty_folders(folders):
         os.rmdir(path)
 
 
-def _split(batch, size):
-  """A batch of rows in parts of at most `size` rows, each one element."""
-  rows = list(batch)
-  return [Batch(rows[i:i + size]) for i in range(0, len(rows), size)]
-
-
 class _StageFn(beam.DoFn):
   """Writes one batch of rows to a content-named staging file."""
 
@@ -203,7 +197,7 @@ class WriteToDuckDB(beam.PTransform):
     for name, rows in sorted(rows_by_table.items()):
       rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
       if self._prebatched:
-        batches = rows | 'Split%s' % name >> beam.FlatMap(_split, self._max_batch_size)
+        batches = rows | 'Split%s' % name >> beam.FlatMap(split_batch, self._max_batch_size)
       else:
         batches = rows | 'Batch%s' % name >> beam.BatchElements(
             min_batch_size=1, max_batch_size=self._max_batch_size)
