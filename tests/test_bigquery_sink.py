@@ -176,3 +176,57 @@ def test_streaming_into_bigquery_late_pane_replaces_the_row(bigquery_emulator,
               '`test-proj.stream.event_counts_1m`') == [(3, 'LATE')]
   assert rows('SELECT error_kind FROM `test-proj.stream.dead_letters`') == [
       ('late_event',)]
+
+
+class _FlakyClient(object):
+  """The emulator's client, failing the first `failures` inserts the way
+  BigQuery reports a transient error (every row `backendError`)."""
+
+  def __init__(self, client, failures):
+    self._client, self.failures, self.calls = client, failures, 0
+
+  def insert_rows_json(self, table, rows, row_ids=None):
+    self.calls += 1
+    if self.failures:
+      self.failures -= 1
+      return [{'index': i, 'errors': [{'reason': 'backendError', 'location': '',
+                                       'message': 'try again'}]}
+              for i in range(len(rows))]
+    return self._client.insert_rows_json(table, rows, row_ids=row_ids)
+
+  def __getattr__(self, name):
+    return getattr(self._client, name)
+
+
+def _stage_fn(bigquery_emulator, dataset, failures, max_attempts=5):
+  from transforms.bigquery_sink import _StageFn
+  fn = _StageFn('test-proj', dataset, bigquery_emulator.endpoint, 'events',
+                'flaky', max_attempts=max_attempts, backoff_s=0.01)
+  fn.setup()
+  fn._client = _FlakyClient(fn._client, failures)
+  return fn
+
+
+def _event_rows():
+  from schemas.records import RawRecord
+  from schemas.rows import event_row
+  from transforms.decode import decode_and_validate
+  now = datetime.datetime.now(_UTC)
+  return [event_row(decode_and_validate(RawRecord(as_json(envelope(
+      payload__url='/%d' % n))))[0], now) for n in range(3)]
+
+
+def test_transient_insert_errors_are_retried_without_duplicates(bigquery_emulator):
+  fn = _stage_fn(bigquery_emulator, 'flaky', failures=2)
+  assert list(fn.process(_event_rows())) == [('commit', 'events')]
+  assert fn._client.calls == 3
+  staged = list(bigquery_emulator.client().query(
+      'SELECT COUNT(*), COUNT(DISTINCT idempotency_key) FROM '
+      '`test-proj.flaky._staging_events_flaky`').result())[0]
+  assert tuple(staged) == (3, 3)
+
+
+def test_transient_errors_outlasting_the_attempts_fail_the_bundle(bigquery_emulator):
+  fn = _stage_fn(bigquery_emulator, 'flaky2', failures=5, max_attempts=3)
+  with pytest.raises(IOError, match='still rejected as transient after 3'):
+    list(fn.process(_event_rows()))
