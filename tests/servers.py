@@ -8,7 +8,8 @@ import time
 import urllib.error
 import urllib.request
 
-__all__ = ['free_port', 'RedisServer', 'BigQueryEmulator', 'BeamJobService']
+__all__ = ['free_port', 'RedisServer', 'BigQueryEmulator', 'BeamJobService',
+           'ApiServer']
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,11 +35,19 @@ class _ServerProcess(object):
   def _ready(self) -> bool:
     raise NotImplementedError
 
-  def start(self):
-    self.process = subprocess.Popen(
+  def _popen(self):
+    return subprocess.Popen(
         self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+  def start(self):
+    self.process = self._popen()
     deadline = time.monotonic() + self.timeout_s
     while time.monotonic() < deadline:
+      if self.process.poll() is not None:
+        error = self.process.stderr.read().decode()[-2000:] \
+            if self.process.stderr else ''
+        self.process = None
+        raise RuntimeError('%s exited at start: %s' % (self.name, error))
       try:
         if self._ready():
           return self
@@ -142,4 +151,34 @@ class BeamJobService(_ServerProcess):
 
   def _ready(self):
     socket.create_connection(('127.0.0.1', self.port), timeout=0.2).close()
+    return True
+
+
+class ApiServer(_ServerProcess):
+  """The serving layer, `python -m serving`, on a free loopback port."""
+
+  name = 'the serving API'
+
+  def __init__(self, *flags, env=None):
+    super().__init__()
+    self.port = free_port()
+    self.flags, self.env = list(flags), env
+
+  @property
+  def url(self):
+    return 'http://127.0.0.1:%d' % self.port
+
+  def _command(self):
+    return [sys.executable, '-m', 'serving', '--port', str(self.port)] + self.flags
+
+  def _popen(self):
+    environ = dict(os.environ, PYTHONPATH=_ROOT, **(self.env or {}))
+    return subprocess.Popen(self._command(), cwd=_ROOT, env=environ,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+  def _ready(self):
+    try:
+      urllib.request.urlopen(self.url + '/v1/catalog', timeout=1)
+    except urllib.error.HTTPError as e:
+      return e.code == 401
     return True

@@ -31,7 +31,8 @@ from schemas import tables
 from schemas.keys import key_shard
 from transforms import counters
 
-__all__ = ['WriteColdParquet', 'partition_of', 'cold_file_path']
+__all__ = ['WriteColdParquet', 'partition_of', 'cold_file_path', 'keys_digest',
+           'write_cold_file']
 
 
 def partition_of(row) -> tuple:
@@ -54,7 +55,8 @@ def cold_file_path(root, ingest_date, tenant_id, shard, digest):
       'part-%03d-%s.parquet' % (shard, digest))
 
 
-def _write_file(path, arrow_table):
+def write_cold_file(path, arrow_table):
+  """Writes a Parquet file under a temporary name in its folder, then renames it."""
   folder = path.rsplit('/', 1)[0]
   temp = FileSystems.join(folder, '.tmp-%s.parquet' % uuid.uuid4().hex)
   sink = pa.BufferOutputStream()
@@ -115,7 +117,7 @@ class _WritePartitionFn(beam.DoFn):
       part = table.slice(start, self._max_rows)
       path = cold_file_path(self._root, ingest_date, tenant_id, shard,
                             keys_digest(part.column('idempotency_key').to_pylist()))
-      _write_file(path, part)
+      write_cold_file(path, part)
       self._rows.inc(part.num_rows)
       self._files.inc()
       yield path

@@ -15,6 +15,7 @@ lock, and a failed commit leaves nothing half-written (the runner retries it; th
 staging files are removed only after the commit).
 """
 import os
+import time
 
 import apache_beam as beam
 import duckdb
@@ -27,14 +28,35 @@ from transforms import counters
 from transforms.batch import split_batch
 from transforms.staging import write_staging_file
 
-__all__ = ['WriteToDuckDB', 'connect', 'commit_staged']
+__all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry']
 
 _COMMIT_KEY = 'commit'
 
 
+def open_with_retry(path: str, read_only: bool = False, wait_s: float = 30.0,
+                    sleep=time.sleep):
+  """`duckdb.connect`, waiting while another process holds the file's lock.
+
+  DuckDB lets one process write a file, and no other process open it while it
+  does. The writer (the commit step) and the readers (the serving layer, the
+  tools) each hold it only for one short transaction, so waiting a little
+  resolves a conflict; after `wait_s` the lock error is raised.
+  """
+  deadline = time.monotonic() + wait_s
+  delay = 0.01
+  while True:
+    try:
+      return duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as e:
+      if 'lock' not in str(e).lower() or time.monotonic() >= deadline:
+        raise
+      sleep(delay)
+      delay = min(delay * 2, 0.25)
+
+
 def connect(path: str, read_only: bool = False):
   """A DuckDB connection in UTC with every contract table created if missing."""
-  con = duckdb.connect(path, read_only=read_only)
+  con = open_with_retry(path, read_only=read_only)
   con.execute("SET TimeZone = 'UTC'")
   if not read_only:
     for table in tables.TABLES.values():
