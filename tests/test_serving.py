@@ -343,3 +343,47 @@ def test_the_api_over_bigquery(warehouse, bigquery_emulator):
         query(db, 'SELECT count(*) FROM dead_letters')[0][0]
   finally:
     api.stop()
+
+
+def test_api_answers_while_a_streaming_run_writes(tmp_path):
+  """A real streaming job (files dropped into a watched folder) commits to the
+  DuckDB file while the API is asked again and again: every answer is 200 and
+  the rows grow to what was dropped."""
+  from tests.test_watch import _write
+  incoming = tmp_path / 'incoming'
+  incoming.mkdir()
+  db = str(tmp_path / 'w.duckdb')
+  keys = tmp_path / 'keys.json'
+  keys.write_text(json.dumps({'tenant-a-reader-key': {'tenant_id': 'tenant-a',
+                                                      'role': 'reader'}}))
+  job = subprocess.Popen(
+      [sys.executable, '-m', 'pipelines.analytics', '--streaming',
+       '--input_watch', str(incoming / '*.jsonl'), '--watch_interval_s', '1',
+       '--watch_duration_s', '45', '--hot_sink', 'duckdb:' + db,
+       '--cold_path', str(tmp_path / 'cold'), '--runner', 'DirectRunner'],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  api = ApiServer('--hot_sink', 'duckdb:' + db, '--api_keys', str(keys))
+  api.start()
+  try:
+    now = datetime.datetime.now(UTC)
+    window = dict(start=(now - datetime.timedelta(hours=1)).isoformat(),
+                  end=(now + datetime.timedelta(hours=1)).isoformat(), limit=10000)
+    statuses, seen, dropped = [], 0, 0
+    deadline = time.monotonic() + 90
+    for n in range(3):
+      _write(str(incoming), 'part-%d.jsonl' % n, 'tenant-a', 10, n)
+      dropped += 10
+      while time.monotonic() < deadline and seen < dropped:
+        status, _, body = get(api, '/v1/events', key='tenant-a-reader-key',
+                              **window)
+        statuses.append(status)
+        seen = len(body.get('rows', ())) if status == 200 else seen
+        assert job.poll() is None, job.stderr.read()[-2000:]
+        time.sleep(0.1)
+    assert seen == dropped == 30
+    assert len(statuses) > 20 and set(statuses) == {200}, statuses
+  finally:
+    api.stop()
+    job.kill() if job.poll() is None else None
+    job.wait(timeout=30)
