@@ -41,12 +41,12 @@ def _cold_glob(cold_path):
 
 
 def _keys_in_cold(con, cold_path):
-  if not glob.glob(_cold_glob(cold_path)):
+  files = sorted(glob.glob(_cold_glob(cold_path)))  # never hidden temp files
+  if not files:
     return set()
   return {row[0] for row in con.execute(
       'SELECT DISTINCT c.idempotency_key FROM read_parquet($files) c '
-      'JOIN old_keys o ON c.idempotency_key = o.k',
-      {'files': _cold_glob(cold_path)}).fetchall()}
+      'JOIN old_keys o ON c.idempotency_key = o.k', {'files': files}).fetchall()}
 
 
 def _write_missing(cold_path, rows):

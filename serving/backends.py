@@ -126,8 +126,8 @@ class ColdParquet(object):
   def events(self, where, params, tenant_id, limit):
     """Rows matching `where` (on the events columns), one per key."""
     import glob
-    pattern = self._glob(tenant_id)
-    if not glob.glob(pattern):
+    files = sorted(glob.glob(self._glob(tenant_id)))  # never hidden temp files
+    if not files:
       return []
     con = duckdb.connect()
     try:
@@ -138,7 +138,7 @@ class ColdParquet(object):
           'QUALIFY row_number() OVER (PARTITION BY idempotency_key '
           'ORDER BY processed_at) = 1 '
           'ORDER BY event_time, idempotency_key LIMIT %d' % (where, limit),
-          dict(params, files=pattern))
+          dict(params, files=files))
       names = [d[0] for d in cursor.description]
       return [{n: _utc(v) for n, v in zip(names, row)} for row in cursor.fetchall()]
     finally:

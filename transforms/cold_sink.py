@@ -58,7 +58,9 @@ def cold_file_path(root, ingest_date, tenant_id, shard, digest):
 def write_cold_file(path, arrow_table):
   """Writes a Parquet file under a temporary name in its folder, then renames it."""
   folder = path.rsplit('/', 1)[0]
-  temp = FileSystems.join(folder, '.tmp-%s.parquet' % uuid.uuid4().hex)
+  # Not `*.parquet`: a reader's glob must never pick up a file a killed
+  # worker left half-written.
+  temp = FileSystems.join(folder, '.tmp-%s.partial' % uuid.uuid4().hex)
   sink = pa.BufferOutputStream()
   pq.write_table(arrow_table, sink, compression='zstd')
   try:
