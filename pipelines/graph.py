@@ -27,6 +27,7 @@ from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
 from transforms.local_watch import LocalFileWatch
+from transforms.masking import parse_fields
 from transforms.message_sources import (ReadKafkaRecords, ReadPubSubRecords,
                                         kafka_consumer_config)
 from transforms.sources import ReadRecords, WatchRecords
@@ -71,7 +72,7 @@ def _hot_sink(opts, streaming, fast):
     return WriteToBigQueryWarehouse(
         hot.project, hot.dataset, opts.bigquery_endpoint,
         max_batch_size=min(opts.batch_size, 5000), streaming=streaming,
-        prebatched=fast)
+        prebatched=fast, mask_fields=parse_fields(opts.mask_fields))
   return WriteToDuckDB(hot.target, max_batch_size=opts.batch_size,
                        streaming=streaming, prebatched=fast)
 
@@ -198,7 +199,8 @@ def build(pipeline, options, *, source=None, store_factory=None):
       pipeline, options, source, store_factory)
   dead_letters = letters | 'DeadLetters' >> CollectDeadLetters()
   letter_rows = dead_letters | 'DeadLetterRows' >> beam.Map(
-      lambda d: dead_letter_row(d, utcnow()))
+      lambda d, mask: dead_letter_row(d, utcnow(), mask),
+      parse_fields(opts.mask_fields))
   if fast:
     letter_rows = letter_rows | 'BatchDeadLetterRows' >> beam.BatchElements(
         min_batch_size=1, max_batch_size=opts.batch_size)

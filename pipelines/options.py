@@ -107,6 +107,11 @@ class AnalyticsOptions(PipelineOptions):
         'type, schemas, upcasters) with its .avsc files beside it. Default: '
         'the one shipped in schemas/avro/.')
     parser.add_argument(
+        '--mask_fields', default=None,
+        help='Fields masked in dead letters and log lines (PII), comma '
+        'separated paths, e.g. payload.user_id,payload.email. Masked letters '
+        'cannot be replayed. Default: none.')
+    parser.add_argument(
         '--dlq_alert_threshold', type=int, default=0,
         help='Alert when a run writes more than N dead letters of one kind; 0 '
         'turns it off. Default: 0.')
@@ -339,6 +344,12 @@ def _check_values(opts: AnalyticsOptions, needs_input=True):
                      '--lookup_backoff_multiplier >= 1')
   if opts.registry:
     _check_registry(opts.registry)
+  if opts.mask_fields:
+    from transforms.masking import parse_fields
+    try:
+      parse_fields(opts.mask_fields)
+    except ValueError as e:
+      raise UsageError('--mask_fields: %s' % e)
   if opts.dlq_alert_threshold < 0:
     raise UsageError('--dlq_alert_threshold: must be >= 0, got %d'
                      % opts.dlq_alert_threshold)

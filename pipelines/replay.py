@@ -91,8 +91,10 @@ def _check(opts):
 
 def select_letters(db_path, kind=None, tenant=None, since=None, until=None):
   """(dead_letter_id, error_kind, raw bytes) of the letters to replay."""
+  # Masked letters (--mask_fields) no longer hold the record as it was sent.
   sql = ['SELECT dead_letter_id, error_kind, raw, raw_encoding FROM dead_letters '
-         'WHERE replayed_at IS NULL AND error_kind <> ?']
+         "WHERE replayed_at IS NULL AND error_kind <> ? AND raw_encoding IN "
+         "('utf-8', 'base64')"]
   params = [LATE_EVENT]
   for column, op, value in (('error_kind', '=', kind), ('tenant_id', '=', tenant),
                             ('failed_at', '>=', since), ('failed_at', '<', until)):

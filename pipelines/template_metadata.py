@@ -19,6 +19,7 @@ _SPECIAL = {
     'redis_url': r'^rediss?://[^/\s]+(/[0-9]+)?$',
     'bigquery_endpoint': r'^https?://[^\s/]+(:[0-9]+)?/?$',
     'registry': r'^[^\s]+\.json$',
+    'mask_fields': r'^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(,[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)*$',
     'input_subscription':
         r'^projects/[a-z][a-z0-9-]{4,29}/subscriptions/[A-Za-z][\w.~+%-]{2,254}$',
     'input_topic': r'^projects/[a-z][a-z0-9-]{4,29}/topics/[A-Za-z][\w.~+%-]{2,254}$',
@@ -36,6 +37,7 @@ EXAMPLES = {
     'input_watch': 'gs://my-bucket/incoming/*.jsonl',
     'redis_url': 'redis://10.0.0.3:6379/0',
     'registry': 'schemas/avro/registry.json',
+    'mask_fields': 'payload.user_id,payload.email',
     'input_subscription': 'projects/my-project/subscriptions/events',
     'input_topic': 'projects/my-project/topics/events',
     'timestamp_attribute': 'sent_at',

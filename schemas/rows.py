@@ -66,14 +66,23 @@ def event_row(event: Event, processed_at: datetime.datetime) -> dict:
   }
 
 
-def dead_letter_row(letter: DeadLetter, failed_at: datetime.datetime) -> dict:
-  """The `dead_letters` row of a dead letter."""
+def dead_letter_row(letter: DeadLetter, failed_at: datetime.datetime,
+                    mask_fields=()) -> dict:
+  """The `dead_letters` row of a dead letter; with `mask_fields` (parsed by
+  `transforms.masking.parse_fields`) the named fields are masked (PII)."""
   text, encoding = raw_text(letter.raw)
+  message = letter.error_message
+  if mask_fields:
+    from transforms.masking import mask_record, mask_text
+    masked, values, readable = mask_record(letter.raw, mask_fields)
+    text = masked.decode('utf-8')
+    encoding = 'masked-utf-8' if readable else 'masked-sha256'
+    message = mask_text(message, values)
   return {
       'dead_letter_id': dead_letter_id(letter.error_kind, letter.origin, letter.raw),
       'error_kind': letter.error_kind,
       'error_stage': letter.error_stage,
-      'error_message': letter.error_message,
+      'error_message': message,
       'raw': text,
       'raw_encoding': encoding,
       'idempotency_key': letter.idempotency_key,

@@ -21,7 +21,8 @@ WRONG = {'hot_sink': 'sqlite:x.db', 'profiles': 'two words',
          'input_subscription': 'projects/p/topics/t', 'input_topic': 'events',
          'timestamp_attribute': 'a b', 'kafka_bootstrap': 'kafka-1',
          'kafka_topic': 'a/b', 'kafka_group_id': 'a b',
-         'kafka_commit_on_finalize': 'no', 'kafka_expansion_service': 'x'}
+         'kafka_commit_on_finalize': 'no', 'kafka_expansion_service': 'x',
+         'mask_fields': 'payload.user id'}
 
 
 def _options():

@@ -125,9 +125,10 @@ class _StageFn(beam.DoFn):
   """Streams a batch of rows into the table's staging table."""
 
   def __init__(self, project, dataset, endpoint, name, token, max_attempts=5,
-               backoff_s=0.5):
+               backoff_s=0.5, mask_fields=()):
     self._project, self._dataset, self._endpoint = project, dataset, endpoint
     self._name, self._token = name, token
+    self._mask_fields = mask_fields
     self._max_attempts, self._backoff_s = max_attempts, backoff_s
 
   def setup(self):
@@ -206,8 +207,8 @@ class _StageFn(beam.DoFn):
     letters = [dead_letter_row(DeadLetter.of(
         SINK_FAILED, 'bigquery rejected the events row: %s' % error,
         row.get('_raw', b''), row.get('_origin', ''),
-        idempotency_key=row['idempotency_key'], tenant_id=row['tenant_id']), now)
-        for row, error in rejected]
+        idempotency_key=row['idempotency_key'], tenant_id=row['tenant_id']), now,
+        self._mask_fields) for row, error in rejected]
     failed_again = self._insert(tables.DEAD_LETTERS.name, letters)
     if failed_again:
       raise IOError('bigquery rejected sink_failed letters too: %s'
@@ -215,7 +216,7 @@ class _StageFn(beam.DoFn):
     self._letters.inc(len(letters))
     self._sink_failed.inc(len(letters))
     logging.warning('bigquery: %d events rows rejected, kept as sink_failed '
-                    'dead letters: %s', len(rejected), rejected[0][1])
+                    'dead letters: %s', len(rejected), letters[0]['error_message'])
 
 
 def merge_sql(table, target, staging):
@@ -314,11 +315,12 @@ class WriteToBigQueryWarehouse(beam.PTransform):
     commit_every_s: in streaming, how often staged rows are merged.
     streaming: merge on a processing-time trigger instead of once at the end.
     prebatched: the inputs are PCollections of lists of rows (the fast path).
+    mask_fields: fields masked in `sink_failed` letters (`--mask_fields`).
   """
 
   def __init__(self, project, dataset, endpoint=None, token=None,
                max_batch_size=5000, commit_every_s=5, streaming=False,
-               prebatched=False):
+               prebatched=False, mask_fields=()):
     super().__init__()
     import uuid
     self._project, self._dataset, self._endpoint = project, dataset, endpoint
@@ -326,6 +328,7 @@ class WriteToBigQueryWarehouse(beam.PTransform):
     self._max_batch_size = max_batch_size
     self._commit_every_s, self._streaming = commit_every_s, streaming
     self._prebatched = prebatched
+    self._mask_fields = mask_fields
 
   def expand(self, rows_by_table):
     staged = []
@@ -338,7 +341,8 @@ class WriteToBigQueryWarehouse(beam.PTransform):
         batches = rows | 'Batch%s' % name >> beam.BatchElements(
             min_batch_size=1, max_batch_size=self._max_batch_size)
       staged.append(batches | 'Stage%s' % name >> beam.ParDo(_StageFn(
-          self._project, self._dataset, self._endpoint, name, self._token)))
+          self._project, self._dataset, self._endpoint, name, self._token,
+          mask_fields=self._mask_fields)))
     markers = staged | 'AllStaged' >> beam.Flatten()
     if self._streaming:
       markers = markers | 'CommitTrigger' >> beam.WindowInto(
