@@ -1,0 +1,101 @@
+"""Soak: a large generated corpus through the local runner, memory sampled.
+
+    python -m benchmarks.soak [--events 2000000] [--files 16] [--dedup_ttl 86400]
+
+Generates the corpus with the project's generator, runs the main command as
+users run it, samples the job's resident memory (the process and its children,
+from /proc) every second, and prints records per second, the peak, and memory
+at each quarter of the run, so growth per record after warm-up shows. It then
+checks the identity with `pipelines.verify`.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from pipelines.generate import generate
+
+__all__ = ['main', 'tree_rss_mb']
+
+
+def _children(pid):
+  found = []
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        with open('/proc/%s/stat' % entry) as f:
+          if int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+      except (OSError, ValueError, IndexError):
+        continue  # the process ended while it was being read
+  return found
+
+
+def tree_rss_mb(pid) -> float:
+  """Resident memory of a process and its descendants, MB."""
+  total, stack = 0, [pid]
+  while stack:
+    current = stack.pop()
+    try:
+      with open('/proc/%d/status' % current) as f:
+        for line in f:
+          if line.startswith('VmRSS:'):
+            total += int(line.split()[1])
+    except OSError:
+      continue
+    stack.extend(_children(current))
+  return total / 1024
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--events', type=int, default=2000000)
+  parser.add_argument('--files', type=int, default=16)
+  parser.add_argument('--dedup_ttl', type=int, default=86400)
+  parser.add_argument('--workdir', default=None)
+  args = parser.parse_args(argv)
+  work = args.workdir or tempfile.mkdtemp(prefix='soak-')
+  data, out = os.path.join(work, 'data'), os.path.join(work, 'out')
+  started = time.monotonic()
+  manifest = generate(data, events=args.events, users=5000, tenants=10,
+                      files=args.files, span_hours=48)
+  print('generated %d records in %.0f s' % (manifest['records'],
+                                            time.monotonic() - started))
+  db = os.path.join(out, 'warehouse.duckdb')
+  command = [sys.executable, '-m', 'pipelines.analytics', '--input',
+             os.path.join(data, 'events', '*.jsonl'), '--profiles',
+             os.path.join(data, 'profiles.jsonl'), '--hot_sink', 'duckdb:' + db,
+             '--cold_path', os.path.join(out, 'cold'), '--runner', 'FnApiRunner',
+             '--dedup_ttl', str(args.dedup_ttl)]
+  started = time.monotonic()
+  job = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+  samples = []
+  while job.poll() is None:
+    samples.append((time.monotonic() - started, tree_rss_mb(job.pid)))
+    time.sleep(1)
+  seconds = time.monotonic() - started
+  summary = job.stdout.read().strip()
+  if job.returncode:
+    print('the job failed (%d)' % job.returncode)
+    return 1
+  peak = max(rss for _, rss in samples)
+  # RSS at each quarter of the run (the nearest sample), to show its shape.
+  quarters = [min(samples, key=lambda s: abs(s[0] - seconds * q / 4))[1]
+              for q in (1, 2, 3, 4)]
+  print(summary.splitlines()[-1])
+  print('soak: %d records in %.0f s = %.0f records/s; peak RSS %.0f MB; RSS at '
+        'each quarter of the run: %s MB' % (
+            manifest['records'], seconds, manifest['records'] / seconds, peak,
+            ', '.join('%.0f' % q for q in quarters)))
+  verify = subprocess.run([sys.executable, '-m', 'pipelines.verify', '--hot_sink',
+                           'duckdb:' + db, '--cold_path', os.path.join(out, 'cold')],
+                          capture_output=True, text=True)
+  print(verify.stdout.strip().splitlines()[-5:] and '\n'.join(
+      verify.stdout.strip().splitlines()[-5:]))
+  return verify.returncode
+
+
+if __name__ == '__main__':
+  sys.exit(main())
