@@ -14,28 +14,28 @@ from tests.helpers import as_json, envelope
 from tests.servers import ApiServer
 from transforms.masking import parse_fields
 
-SECRET = 'alice@example.com'
+PERSONAL = 'alice@example.com'
 
 
 def test_masked_letter_hides_the_fields_and_keeps_a_stable_id():
-  raw = as_json(envelope(payload__user_id=SECRET, payload__duration_ms=-5))
+  raw = as_json(envelope(payload__user_id=PERSONAL, payload__duration_ms=-5))
   letter = DeadLetter.of(SCHEMA_VIOLATION, 'user %s: payload.duration_ms: must '
-                         'be >= 0' % SECRET, raw, 'a.jsonl:1')
+                         'be >= 0' % PERSONAL, raw, 'a.jsonl:1')
   row = dead_letter_row(letter, None, parse_fields('payload.user_id'))
-  assert SECRET not in row['raw'] and SECRET not in row['error_message']
+  assert PERSONAL not in row['raw'] and PERSONAL not in row['error_message']
   assert json.loads(row['raw'])['payload']['user_id'] == '***'
   assert row['raw_encoding'] == 'masked-utf-8'
   assert row['dead_letter_id'] == dead_letter_id(SCHEMA_VIOLATION, 'a.jsonl:1', raw)
   unreadable = dead_letter_row(letter._replace(raw=b'{"user_id": "' +
-                                               SECRET.encode() + b'", oops'),
+                                               PERSONAL.encode() + b'", oops'),
                                None, parse_fields('payload.user_id'))
   assert unreadable['raw'].startswith('sha256:')
   assert unreadable['raw_encoding'] == 'masked-sha256'
 
 
 def test_pipeline_masks_dead_letters_and_replay_skips_them(tmp_path):
-  lines = [as_json(envelope(payload__user_id=SECRET, payload__duration_ms=-5)),
-           b'{"payload": {"user_id": "' + SECRET.encode() + b'"}, broken',
+  lines = [as_json(envelope(payload__user_id=PERSONAL, payload__duration_ms=-5)),
+           b'{"payload": {"user_id": "' + PERSONAL.encode() + b'"}, broken',
            as_json(envelope(payload__user_id='bob'))]
   (tmp_path / 'in').mkdir()
   (tmp_path / 'in' / 'a.jsonl').write_bytes(b'\n'.join(lines) + b'\n')
@@ -44,11 +44,11 @@ def test_pipeline_masks_dead_letters_and_replay_skips_them(tmp_path):
            '--runner', 'FnApiRunner']
   done = run_module('pipelines.analytics', '--input', str(tmp_path / 'in/*.jsonl'),
                     '--mask_fields', 'payload.user_id,payload.email', *flags)
-  assert SECRET not in done.stdout + done.stderr
+  assert PERSONAL not in done.stdout + done.stderr
   rows = query(db, 'SELECT raw, raw_encoding, error_message FROM dead_letters '
                'ORDER BY raw_encoding')
   assert [r[1] for r in rows] == ['masked-sha256', 'masked-utf-8']
-  assert not any(SECRET in ' '.join(r) for r in rows)
+  assert not any(PERSONAL in ' '.join(r) for r in rows)
   out = run_module('pipelines.replay', *flags).stdout
   assert 'replayed 0' in out
 
