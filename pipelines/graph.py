@@ -99,6 +99,13 @@ _LOCAL_RUNNERS = (None, 'DirectRunner', 'BundleBasedDirectRunner',
                   'SwitchingDirectRunner')
 
 
+def _one_local_worker(options) -> bool:
+  """The default local run: one in-process worker, nothing to spread over."""
+  from apache_beam.options.pipeline_options import DirectOptions
+  return (options.view_as(StandardOptions).runner in _LOCAL_RUNNERS + (
+      'FnApiRunner',) and options.view_as(DirectOptions).direct_num_workers == 1)
+
+
 def _source(pipeline, opts):
   if opts.input_subscription or opts.input_topic:
     return pipeline | 'ReadInput' >> ReadPubSubRecords(
@@ -147,7 +154,8 @@ def _batched(pipeline, options, source, store_factory):
   opts = options.view_as(AnalyticsOptions)
   if source is None:
     batches = pipeline | 'ReadInput' >> batched.ReadRecordBatches(
-        opts.input, opts.read_batch_size, opts.registry)
+        opts.input, opts.read_batch_size, opts.registry,
+        spread_batches=not _one_local_worker(options))
   else:
     batches = source | 'BatchInput' >> beam.BatchElements(
         min_batch_size=opts.read_batch_size,
