@@ -3,7 +3,6 @@ the whole pipeline with `--hot_sink bigquery:...` gives the DuckDB run's tables
 row for row, a rerun adds nothing, tables are partitioned and clustered, and a
 row BigQuery rejects becomes a `sink_failed` dead letter with BigQuery's error."""
 import datetime
-import json
 
 import pytest
 from google.cloud import bigquery

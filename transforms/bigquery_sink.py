@@ -27,7 +27,6 @@ and clustered by `tenant_id`.
 """
 import datetime
 import hashlib
-import json
 import logging
 import time
 

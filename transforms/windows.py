@@ -161,7 +161,7 @@ class AcceptedWindows(beam_window.NonMergingWindowFn):
     return IntervalWindowCoder()
 
   def __eq__(self, other):
-    return type(self) == type(other) and self._size_us == other._size_us
+    return type(self) is type(other) and self._size_us == other._size_us
 
   def __hash__(self):
     return hash((type(self), self._size_us))
