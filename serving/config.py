@@ -20,6 +20,8 @@ DEFAULT_CATALOG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 API_KEYS_ENV = 'ANALYTICS_API_KEYS'
 _IDENTIFIER = re.compile(r'[a-z_][a-z0-9_]{0,63}')
 _TIERS = ('hot', 'cold')
+# The contract's tenant_id: also a safe path segment for the cold tier's folders.
+_TENANT = re.compile(r'[a-z0-9][a-z0-9_-]{0,63}')
 _CONSISTENCY = ('eventual', 'read-after-write')
 
 
@@ -101,8 +103,9 @@ def load_api_keys(path: Optional[str] = None,
   keys = {}
   for number, (key, entry) in enumerate(sorted(config.items()), 1):
     if not isinstance(entry, dict) or entry.get('role') not in ROLES or not \
-        isinstance(entry.get('tenant_id'), str) or len(key) < 16:
+        _TENANT.fullmatch(str(entry.get('tenant_id'))) or len(key) < 16:
       raise ValueError('API keys: entry %d needs a key of 16+ characters, a '
-                       'tenant_id and a role in %s' % (number, ROLES))
+                       'tenant_id like the contract\'s (%s) and a role in %s'
+                       % (number, _TENANT.pattern, ROLES))
     keys[key] = Caller(entry['tenant_id'], entry['role'])
   return keys

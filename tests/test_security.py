@@ -101,3 +101,16 @@ def test_api_keys_never_reach_the_servers_output(tmp_path):
     api.stop()
   output = process.stderr.read().decode()
   assert 'the-real-key' not in output and 'a-wrong-key' not in output
+
+
+def test_api_keys_file_is_checked_without_echoing_keys():
+  import pytest
+  from serving.config import load_api_keys
+  for bad in ({'short': {'tenant_id': 't', 'role': 'reader'}},
+              {'a-long-enough-key-1': {'tenant_id': '../../etc', 'role': 'reader'}},
+              {'a-long-enough-key-2': {'tenant_id': 't', 'role': 'owner'}}):
+    with pytest.raises(ValueError) as refused:
+      load_api_keys(environ={'ANALYTICS_API_KEYS': json.dumps(bad)})
+    assert list(bad)[0] not in str(refused.value)
+  with pytest.raises(ValueError, match='no API keys'):
+    load_api_keys(environ={})
