@@ -150,6 +150,12 @@ class Registry(object):
           raise ValueError('registry: %s v%d has no upcaster to v%d' % (
               event_type, major, majors[-1]))
       self._upcasters[event_type] = chain
+    # The allow-lists as sets, for the per-record check: (major, None) accepts
+    # every minor; a major that is not registered is never accepted.
+    self._gates = {
+        event_type: frozenset(rule for rule in rules
+                              if rule[0] in self.majors(event_type))
+        for event_type, rules in self._accept.items()}
     self._wire_ids = {
         int(k): (v[0], v[1]) for k, v in config['wire_ids'].items()}
     self._parsed_wire = {}
@@ -165,9 +171,8 @@ class Registry(object):
 
   def accepts(self, event_type: str, version: Tuple[int, int]) -> bool:
     """The version gate of one registered type (its allow-list)."""
-    return any(major == version[0] and minor in (None, version[1])
-               and major in self.majors(event_type)
-               for major, minor in self._accept[event_type])
+    gate = self._gates[event_type]
+    return (version[0], None) in gate or version in gate
 
   def accepted_by_every_type(self, version: Tuple[int, int]) -> bool:
     """The gate for a record whose type is missing or unknown: a version that

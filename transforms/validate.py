@@ -45,8 +45,12 @@ def _type_name(value):
           dict: 'object', list: 'array'}.get(type(value), type(value).__name__)
 
 
-def check_value(spec, value, path):
-  """Raises Violation unless `value` meets `spec`; returns the normalised value."""
+def check_value(spec, value, path, times=None):
+  """Raises Violation unless `value` meets `spec`; returns the normalised value.
+
+  A timestamp field's parsed datetime is put in `times` (by field name), so
+  it is parsed once.
+  """
   if value is None:
     if spec.nullable:
       return None
@@ -65,6 +69,8 @@ def check_value(spec, value, path):
       parsed = parse_rfc3339(value)
       if parsed is None:
         raise Violation('%s: not an RFC 3339 timestamp with a zone' % path)
+      if times is not None:
+        times[spec.name] = parsed
     return value
   if kind == 'long':
     if type(value) is not int or not _INT64[0] <= value <= _INT64[1]:
@@ -86,13 +92,13 @@ def check_value(spec, value, path):
   return value
 
 
-def _read_fields(specs, obj, prefix, also_known=()):
+def _read_fields(specs, obj, prefix, also_known=(), times=None):
   """Checks `obj` against `specs`; returns (known fields, unknown field count)."""
   result = {}
   for spec in specs:
     path = prefix + spec.name
     if spec.name in obj:
-      result[spec.name] = check_value(spec, obj[spec.name], path)
+      result[spec.name] = check_value(spec, obj[spec.name], path, times)
     elif spec.required:
       raise Violation('%s: missing' % path)
     else:
@@ -143,8 +149,9 @@ def validate(obj: dict, raw: bytes, origin: str,
                 'event_type %r is not registered' % event_type[:64])
   try:
     # The envelope's payload field is read below with its type's reader schema.
+    times = {}
     envelope, unknown = _read_fields(
-        registry.envelope_fields, obj, '', also_known=('payload',))
+        registry.envelope_fields, obj, '', also_known=('payload',), times=times)
     payload_obj = obj.get('payload')
     if not isinstance(payload_obj, dict):
       raise Violation('payload: expected an object, got %s' % (
@@ -156,8 +163,7 @@ def validate(obj: dict, raw: bytes, origin: str,
       payload = registry.upcast(event_type, parsed[0], payload)
     except ValueError as e:
       raise Violation(str(e)) from None
-    event_time = parse_rfc3339(envelope['event_time'])
-    ingested_at = parse_rfc3339(envelope['ingested_at'])
+    event_time, ingested_at = times['event_time'], times['ingested_at']
     if event_time > ingested_at + CLOCK_SKEW:
       raise Violation(
           'event_time: %s is more than 300 s after ingested_at %s' % (
