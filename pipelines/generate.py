@@ -80,7 +80,9 @@ def _bad_record(rng, good: dict):
   elif kind == UNSUPPORTED_SCHEMA_VERSION:
     bad['schema_version'] = 'v9'
   elif kind == UNKNOWN_EVENT_TYPE:
-    bad['event_type'] = 'signup'
+    # v1: every type accepts it, so the version gate passes and the type is
+    # what fails (a v2 'signup' would be unsupported_schema_version first).
+    bad['event_type'], bad['schema_version'] = 'signup', 'v1'
   else:
     choice = rng.randint(0, 3)
     if choice == 0:
