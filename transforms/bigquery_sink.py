@@ -32,13 +32,12 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import trigger, window
 
 from schemas import tables
 from schemas.records import DeadLetter, SINK_FAILED
 from schemas.rows import dead_letter_row
 from transforms import counters
-from transforms.batch import split_batch
+from transforms.staging import stage_and_commit
 from transforms.stores import bigquery_client
 
 __all__ = ['WriteToBigQueryWarehouse', 'ensure_tables', 'bq_schema',
@@ -330,30 +329,14 @@ class WriteToBigQueryWarehouse(beam.PTransform):
     self._mask_fields = mask_fields
 
   def expand(self, rows_by_table):
-    staged = []
-    for name, rows in sorted(rows_by_table.items()):
-      rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
-      if self._prebatched:
-        batches = rows | 'Split%s' % name >> beam.FlatMap(
-            split_batch, self._max_batch_size)
-      else:
-        batches = rows | 'Batch%s' % name >> beam.BatchElements(
-            min_batch_size=1, max_batch_size=self._max_batch_size)
-      staged.append(batches | 'Stage%s' % name >> beam.ParDo(_StageFn(
-          self._project, self._dataset, self._endpoint, name, self._token,
-          mask_fields=self._mask_fields)))
-    markers = staged | 'AllStaged' >> beam.Flatten()
-    if self._streaming:
-      markers = markers | 'CommitTrigger' >> beam.WindowInto(
-          window.GlobalWindows(),
-          trigger=trigger.AfterWatermark(
-              early=trigger.AfterProcessingTime(self._commit_every_s)),
-          accumulation_mode=trigger.AccumulationMode.DISCARDING)
-    return (markers
-            | 'GatherStaged' >> beam.GroupByKey()
-            | 'Commit' >> beam.ParDo(_CommitFn(
-                self._project, self._dataset, self._endpoint, self._token,
-                final=not self._streaming)))
+    return stage_and_commit(
+        rows_by_table,
+        lambda name: _StageFn(self._project, self._dataset, self._endpoint, name,
+                              self._token, mask_fields=self._mask_fields),
+        _CommitFn(self._project, self._dataset, self._endpoint, self._token,
+                  final=not self._streaming),
+        self._max_batch_size, self._streaming, self._commit_every_s,
+        self._prebatched)
 
 
 def write_metrics(project, dataset, endpoint, run_id, counts, recorded_at):

@@ -20,13 +20,11 @@ import time
 import apache_beam as beam
 import duckdb
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import trigger, window
 
 from schemas import tables
 from schemas.rows import REPLAY_ORIGIN
 from transforms import counters
-from transforms.batch import split_batch
-from transforms.staging import write_staging_file
+from transforms.staging import stage_and_commit, write_staging_file
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry']
 
@@ -215,27 +213,7 @@ class WriteToDuckDB(beam.PTransform):
     self._streaming = streaming
 
   def expand(self, rows_by_table):
-    staged = []
-    for name, rows in sorted(rows_by_table.items()):
-      rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
-      if self._prebatched:
-        batches = rows | 'Split%s' % name >> beam.FlatMap(split_batch, self._max_batch_size)
-      else:
-        batches = rows | 'Batch%s' % name >> beam.BatchElements(
-            min_batch_size=1, max_batch_size=self._max_batch_size)
-      staged.append(
-          batches
-          | 'Stage%s' % name >> beam.ParDo(
-              _StageFn(self._staging_dir, name)))
-    paths = staged | 'AllStaged' >> beam.Flatten()
-    if self._streaming:
-      paths = paths | 'CommitTrigger' >> beam.WindowInto(
-          window.GlobalWindows(),
-          # Early firings every few seconds; the final firing when the
-          # watermark reaches the end (a bounded input, or a test's stream).
-          trigger=trigger.AfterWatermark(
-              early=trigger.AfterProcessingTime(self._commit_every_s)),
-          accumulation_mode=trigger.AccumulationMode.DISCARDING)
-    return (paths
-            | 'GatherStaged' >> beam.GroupByKey()
-            | 'Commit' >> beam.ParDo(_CommitFn(self._db_path)))
+    return stage_and_commit(
+        rows_by_table, lambda name: _StageFn(self._staging_dir, name),
+        _CommitFn(self._db_path), self._max_batch_size, self._streaming,
+        self._commit_every_s, self._prebatched)

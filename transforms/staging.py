@@ -1,20 +1,58 @@
-"""Stage rows as Parquet files with content-derived names (temp name, then rename).
+"""Staging: the shape both hot sinks share, and the DuckDB sink's staging files.
 
-Why stage: DuckDB allows one writer process per file, but Beam may run several
-worker processes. Workers therefore only write staging files; one commit step
-loads them in a single transaction (see `duckdb_sink`). A file's name is the hash
-of its rows, so a retried bundle writes the same file again instead of a new one.
+Why stage: a warehouse is committed to by one step (DuckDB allows one writer
+process per file; BigQuery MERGEs are done once per commit), but Beam may run
+several worker processes. Workers therefore only stage batches of rows; one
+commit step, after a GroupByKey, makes them visible (`stage_and_commit`).
+
+The DuckDB sink stages Parquet files with content-derived names (temp name,
+then rename), so a retried bundle writes the same file again instead of a new
+one.
 """
 import hashlib
 import os
 import uuid
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.transforms import trigger, window
 
 from schemas.tables import Table, arrow_schema
+from transforms.batch import split_batch
 
-__all__ = ['write_staging_file', 'rows_to_table']
+__all__ = ['write_staging_file', 'rows_to_table', 'stage_and_commit']
+
+
+def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
+                     streaming=False, commit_every_s=5, prebatched=False):
+  """Applies, in the calling transform's scope: per table, batches of at most
+  `max_batch_size` rows staged by `stage_fn(table name)` (a DoFn yielding
+  (key, marker) pairs), then all markers gathered on their key and handed to
+  `commit_fn` (a DoFn) once at the end, or, in streaming, on a trigger every
+  `commit_every_s` seconds with a final firing at the end of input."""
+  staged = []
+  for name, rows in sorted(rows_by_table.items()):
+    rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
+    if prebatched:
+      batches = rows | 'Split%s' % name >> beam.FlatMap(split_batch,
+                                                        max_batch_size)
+    else:
+      batches = rows | 'Batch%s' % name >> beam.BatchElements(
+          min_batch_size=1, max_batch_size=max_batch_size)
+    staged.append(batches | 'Stage%s' % name >> beam.ParDo(stage_fn(name)))
+  markers = staged | 'AllStaged' >> beam.Flatten()
+  if streaming:
+    markers = markers | 'CommitTrigger' >> beam.WindowInto(
+        window.GlobalWindows(),
+        # Early firings every few seconds; the final firing when the
+        # watermark reaches the end (a bounded input, or a test's stream).
+        trigger=trigger.AfterWatermark(
+            early=trigger.AfterProcessingTime(commit_every_s)),
+        accumulation_mode=trigger.AccumulationMode.DISCARDING)
+  return (markers
+          | 'GatherStaged' >> beam.GroupByKey()
+          | 'Commit' >> beam.ParDo(commit_fn))
 
 
 def rows_to_table(table: Table, rows) -> pa.Table:
