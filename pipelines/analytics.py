@@ -8,7 +8,6 @@ rates to `pipeline_metrics`, and prints a summary and any dead-letter alert
 `python -m pipelines.analytics`, `run_local.sh` and the flex template all call
 `run()`.
 """
-import logging
 import os
 import sys
 import time
@@ -20,7 +19,8 @@ from apache_beam.options.pipeline_options import StandardOptions
 from pipelines import dlq, summary
 from transforms import bigquery_sink
 from pipelines.graph import build, utcnow
-from pipelines.options import AnalyticsOptions, HotSink, UsageError, parse_args
+from pipelines.checks import run_command
+from pipelines.options import AnalyticsOptions, HotSink, parse_args
 
 __all__ = ['build', 'run', 'main']
 
@@ -65,15 +65,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None):
-  logging.getLogger().setLevel(logging.WARNING)
-  try:
-    run(argv)
-  except UsageError as e:
-    print('error: %s' % e, file=sys.stderr)
-    sys.exit(2)
-  except dlq.DeadLetterAlert as e:
-    print('failing: %s (--fail_on_dlq_alert)' % e, file=sys.stderr)
-    sys.exit(3)
+  run_command(run, argv)
 
 
 if __name__ == '__main__':

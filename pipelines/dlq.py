@@ -12,14 +12,19 @@ each is a view that missed an event.
 from typing import Dict, List
 
 from schemas.records import ERROR_KINDS
+from pipelines.checks import CommandFailure
 from transforms import counters
 from transforms.duckdb_sink import connect
 
 __all__ = ['depth', 'dlq_metrics', 'alerts', 'DeadLetterAlert']
 
 
-class DeadLetterAlert(RuntimeError):
+class DeadLetterAlert(CommandFailure):
   """Raised after a run whose alerts fired, with --fail_on_dlq_alert."""
+  exit_code = 3
+
+  def line(self):
+    return 'failing: %s (--fail_on_dlq_alert)' % self
 
 
 def depth(db_path: str) -> Dict[str, int]:

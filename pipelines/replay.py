@@ -32,6 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import summary
 from pipelines.graph import build, utcnow
+from pipelines.checks import run_command
 from pipelines.options import AnalyticsOptions, HotSink, UsageError, parse_args
 from schemas.records import ERROR_KINDS, Event, LATE_EVENT, RawRecord
 from schemas.registry import load_registry
@@ -200,12 +201,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None):
-  logging.getLogger().setLevel(logging.WARNING)
-  try:
-    run(argv)
-  except UsageError as e:
-    print('error: %s' % e, file=sys.stderr)
-    sys.exit(2)
+  run_command(run, argv)
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from pipelines.checks import PATTERNS
 from pipelines.options import AnalyticsOptions, _flag
 
 __all__ = ['metadata', 'EXAMPLES']
@@ -14,16 +15,15 @@ __all__ = ['metadata', 'EXAMPLES']
 _INT = r'^[0-9]+$'
 _FLOAT = r'^[0-9]+(\.[0-9]+)?$'
 _SPECIAL = {
-    'hot_sink': r'^(duckdb:.+|bigquery:[a-z][a-z0-9-]{4,29}\.[A-Za-z0-9_]+)$',
-    'profiles': r'^(bigquery:[a-z][a-z0-9-]{4,29}\.\w+\.[\w-]+|[^\s]+)$',
-    'redis_url': r'^rediss?://[^/\s]+(/[0-9]+)?$',
-    'bigquery_endpoint': r'^https?://[^\s/]+(:[0-9]+)?/?$',
+    'hot_sink': r'^(duckdb:.+|bigquery:%s)$' % PATTERNS['bigquery_dataset'],
+    'profiles': r'^(bigquery:%s|[^\s]+)$' % PATTERNS['bigquery_table'],
+    'redis_url': '^%s$' % PATTERNS['redis_url'],
+    'bigquery_endpoint': '^%s$' % PATTERNS['bigquery_endpoint'],
     'registry': r'^[^\s]+\.json$',
     'mask_fields': r'^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(,[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)*$',
-    'input_subscription':
-        r'^projects/[a-z][a-z0-9-]{4,29}/subscriptions/[A-Za-z][\w.~+%-]{2,254}$',
-    'input_topic': r'^projects/[a-z][a-z0-9-]{4,29}/topics/[A-Za-z][\w.~+%-]{2,254}$',
-    'kafka_bootstrap': r'^[\w.-]+:[0-9]+(,[\w.-]+:[0-9]+)*$',
+    'input_subscription': '^%s$' % PATTERNS['input_subscription'],
+    'input_topic': '^%s$' % PATTERNS['input_topic'],
+    'kafka_bootstrap': '^%s$' % PATTERNS['kafka_bootstrap'],
     'kafka_expansion_service': r'^[\w.-]+:[0-9]+$',
     'timestamp_attribute': r'^[^\s]+$', 'kafka_topic': r'^[\w.-]+$',
     'kafka_group_id': r'^[^\s]+$',
