@@ -8,6 +8,9 @@ import sys
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import StandardOptions
 
+from schemas.masking import parse_fields
+from schemas.registry import load_registry
+
 __all__ = ['UsageError', 'CommandFailure', 'HotSink', 'check_values',
            'message_source', 'run_command', 'PATTERNS']
 
@@ -161,7 +164,6 @@ def check_values(opts, needs_input=True):
   if opts.registry:
     _check_registry(opts.registry)
   if opts.mask_fields:
-    from transforms.masking import parse_fields
     try:
       parse_fields(opts.mask_fields)
     except ValueError as e:
@@ -180,7 +182,6 @@ def check_values(opts, needs_input=True):
 
 def _check_registry(path):
   """Loads the registry once before the run, so a broken one stops it here."""
-  from schemas.registry import load_registry
   if not os.path.isfile(path):
     raise UsageError('--registry: no such local file %r' % path)
   try:

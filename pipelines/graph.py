@@ -27,7 +27,7 @@ from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
 from transforms.local_watch import LocalFileWatch
-from transforms.masking import parse_fields
+from schemas.masking import parse_fields
 from transforms.message_sources import (ReadKafkaRecords, ReadPubSubRecords,
                                         kafka_consumer_config)
 from transforms.sources import ReadRecords, WatchRecords

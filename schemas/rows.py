@@ -4,6 +4,7 @@ import datetime
 import hashlib
 import json
 
+from schemas.masking import mask_record, mask_text
 from schemas.records import DeadLetter, Event
 
 __all__ = ['event_row', 'dead_letter_row', 'raw_text', 'raw_bytes',
@@ -69,11 +70,10 @@ def event_row(event: Event, processed_at: datetime.datetime) -> dict:
 def dead_letter_row(letter: DeadLetter, failed_at: datetime.datetime,
                     mask_fields=()) -> dict:
   """The `dead_letters` row of a dead letter; with `mask_fields` (parsed by
-  `transforms.masking.parse_fields`) the named fields are masked (PII)."""
+  `schemas.masking.parse_fields`) the named fields are masked (PII)."""
   text, encoding = raw_text(letter.raw)
   message = letter.error_message
   if mask_fields:
-    from transforms.masking import mask_record, mask_text
     masked, values, readable = mask_record(letter.raw, mask_fields)
     text = masked.decode('utf-8')
     encoding = 'masked-utf-8' if readable else 'masked-sha256'

@@ -12,7 +12,7 @@ from schemas.rows import dead_letter_id, dead_letter_row
 from tests.cli import ROOT, query, run_module
 from tests.helpers import as_json, envelope
 from tests.servers import ApiServer
-from transforms.masking import parse_fields
+from schemas.masking import parse_fields
 
 PERSONAL = 'alice@example.com'
 
