@@ -15,14 +15,24 @@ import sys
 import time
 import traceback
 
+from producer import build_event, serialize
 from schemas.records import DeadLetter, Event, RawRecord
-from tests.helpers import as_avro, as_json, envelope
 from transforms.decode import decode_and_validate
 
 __all__ = ['mutate', 'check', 'main']
 
-SEEDS = [encode(envelope(t)) for t in ('page_view', 'click', 'purchase')
-         for encode in (as_json, as_avro)]
+_FACTS = [
+    ('page_view', {'user_id': 'u1', 'url': '/docs', 'session_id': 's-1'}, 'v1.1'),
+    ('click', {'user_id': 'u1', 'element_id': 'buy', 'url': '/'}, 'v1'),
+    ('purchase', {'user_id': 'u1', 'order_id': 'o-1', 'amount': 12.5,
+                  'currency': 'EUR'}, 'v1'),
+]
+# Valid records to mutate, built by the producer library as producers do.
+SEEDS = [serialize(build_event(event_type, payload, tenant_id='acme',
+                               source='web', event_time='2024-03-01T10:00:00Z',
+                               ingested_at='2024-03-01T10:00:05Z',
+                               schema_version=version), fmt)
+         for event_type, payload, version in _FACTS for fmt in ('json', 'avro')]
 
 
 def mutate(rng, data: bytes) -> bytes:

@@ -17,10 +17,11 @@ import time
 
 from pipelines.generate import generate
 
-__all__ = ['main', 'tree_rss_mb']
+__all__ = ['main', 'tree_rss_mb', 'child_pids']
 
 
-def _children(pid):
+def child_pids(pid):
+  """The direct children of a process (from /proc)."""
   found = []
   for entry in os.listdir('/proc'):
     if entry.isdigit():
@@ -45,7 +46,7 @@ def tree_rss_mb(pid) -> float:
             total += int(line.split()[1])
     except OSError:
       continue
-    stack.extend(_children(current))
+    stack.extend(child_pids(current))
   return total / 1024
 
 

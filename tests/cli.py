@@ -20,6 +20,19 @@ def run_module(module, *args, check=True, timeout=900):
   return done
 
 
+def start_watch_job(incoming, db, cold, duration_s):
+  """The streaming command watching `incoming/*.jsonl` (DirectRunner), in a
+  subprocess; the caller kills it."""
+  return subprocess.Popen(
+      [sys.executable, '-m', 'pipelines.analytics', '--streaming',
+       '--input_watch', os.path.join(str(incoming), '*.jsonl'),
+       '--watch_interval_s', '1', '--watch_duration_s', str(duration_s),
+       '--hot_sink', 'duckdb:' + db, '--cold_path', cold,
+       '--runner', 'DirectRunner'],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def query(db, sql, params=None):
   con = duckdb.connect(db, read_only=True)
   try:

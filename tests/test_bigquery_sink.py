@@ -139,32 +139,10 @@ def test_streaming_into_bigquery_late_pane_replaces_the_row(bigquery_emulator,
                                                             tmp_path):
   """The streaming scenario of test_streaming.py, with BigQuery as the hot tier:
   commits on a trigger, MERGE of what was staged since the previous one."""
-  from apache_beam.options.pipeline_options import StandardOptions
-  from apache_beam.testing.test_pipeline import TestPipeline
-  from apache_beam.testing.test_stream import TestStream
-
-  from pipelines.graph import build
-  from tests.helpers import options
-  from tests.test_streaming import T0, _raw
-  opts = options(runner='BundleBasedDirectRunner',
-                 hot_sink='bigquery:test-proj.stream',
-                 bigquery_endpoint=bigquery_emulator.endpoint,
-                 cold_path=str(tmp_path / 'cold'), allowed_lateness=600)
-  opts.view_as(StandardOptions).streaming = True
-  stream = (TestStream()
-            .advance_watermark_to(T0)
-            .add_elements([_raw(5, 'u1'), _raw(10, 'u2')])
-            .advance_watermark_to(T0 + 120)
-            .advance_processing_time(10)
-            .add_elements([_raw(20, 'u3')])                    # late, in time
-            .advance_watermark_to(T0 + 60 + 600 + 1)
-            .advance_processing_time(10)
-            .add_elements([_raw(30, 'u4', '/too-late')])       # too late
-            .advance_processing_time(10)
-            .advance_watermark_to_infinity())
-  p = TestPipeline(options=opts)
-  build(p, opts, source=p | stream)
-  p.run().wait_until_finish()
+  from tests.test_streaming import run_late_data_stream
+  run_late_data_stream(hot_sink='bigquery:test-proj.stream',
+                       bigquery_endpoint=bigquery_emulator.endpoint,
+                       cold_path=str(tmp_path / 'cold'))
   client = bigquery_emulator.client()
 
   def rows(sql):

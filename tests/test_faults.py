@@ -141,9 +141,9 @@ def test_job_killed_mid_run_then_repeated_gives_a_clean_runs_rows(
 
 
 def _sdk_workers(pid):
-  from benchmarks.soak import _children
+  from benchmarks.soak import child_pids
   found = []
-  for child in _children(pid):
+  for child in child_pids(pid):
     try:
       with open('/proc/%d/cmdline' % child) as f:
         if 'sdk_worker_main' in f.read():

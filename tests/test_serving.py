@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from pipelines.generate import generate
-from tests.cli import ROOT, query, run_module
+from tests.cli import ROOT, query, run_module, start_watch_job
 from tests.servers import ApiServer
 
 UTC = datetime.timezone.utc
@@ -356,13 +356,7 @@ def test_api_answers_while_a_streaming_run_writes(tmp_path):
   keys = tmp_path / 'keys.json'
   keys.write_text(json.dumps({'tenant-a-reader-key': {'tenant_id': 'tenant-a',
                                                       'role': 'reader'}}))
-  job = subprocess.Popen(
-      [sys.executable, '-m', 'pipelines.analytics', '--streaming',
-       '--input_watch', str(incoming / '*.jsonl'), '--watch_interval_s', '1',
-       '--watch_duration_s', '45', '--hot_sink', 'duckdb:' + db,
-       '--cold_path', str(tmp_path / 'cold'), '--runner', 'DirectRunner'],
-      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  job = start_watch_job(incoming, db, str(tmp_path / 'cold'), 45)
   api = ApiServer('--hot_sink', 'duckdb:' + db, '--api_keys', str(keys))
   api.start()
   try:

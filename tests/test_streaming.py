@@ -27,26 +27,34 @@ def _raw(seconds, user, url='/'):
   return beam.window.TimestampedValue(RawRecord(data, 'stream:%s' % user), T0 + seconds)
 
 
+def late_data_stream():
+  """Two on-time events, one late within 600 s of lateness, one too late."""
+  return (TestStream()
+          .advance_watermark_to(T0)
+          .add_elements([_raw(5, 'u1'), _raw(10, 'u2')])
+          .advance_watermark_to(T0 + 120)
+          .advance_processing_time(10)
+          .add_elements([_raw(20, 'u3')])                    # late, in time
+          .advance_watermark_to(T0 + 60 + 600 + 1)
+          .advance_processing_time(10)
+          .add_elements([_raw(30, 'u4', '/too-late')])       # too late
+          .advance_processing_time(10)
+          .advance_watermark_to_infinity())
+
+
+def run_late_data_stream(**flags):
+  """The whole pipeline, streaming, on `late_data_stream()`."""
+  opts = options(runner='BundleBasedDirectRunner', allowed_lateness=600, **flags)
+  opts.view_as(StandardOptions).streaming = True
+  p = TestPipeline(options=opts)
+  build(p, opts, source=p | late_data_stream())
+  p.run().wait_until_finish()
+
+
 def test_streaming_pipeline_late_pane_replaces_row_and_too_late_is_kept(tmp_path):
   db = str(tmp_path / 'w.duckdb')
   cold = str(tmp_path / 'cold')
-  opts = options(runner='BundleBasedDirectRunner', hot_sink='duckdb:' + db,
-                 cold_path=cold, allowed_lateness=600)
-  opts.view_as(StandardOptions).streaming = True
-  stream = (TestStream()
-            .advance_watermark_to(T0)
-            .add_elements([_raw(5, 'u1'), _raw(10, 'u2')])
-            .advance_watermark_to(T0 + 120)
-            .advance_processing_time(10)
-            .add_elements([_raw(20, 'u3')])                    # late, in time
-            .advance_watermark_to(T0 + 60 + 600 + 1)
-            .advance_processing_time(10)
-            .add_elements([_raw(30, 'u4', '/too-late')])       # too late
-            .advance_processing_time(10)
-            .advance_watermark_to_infinity())
-  p = TestPipeline(options=opts)
-  build(p, opts, source=p | stream)
-  p.run().wait_until_finish()
+  run_late_data_stream(hot_sink='duckdb:' + db, cold_path=cold)
 
   keys = query(db, 'SELECT user_id FROM events ORDER BY 1')
   assert keys == [('u1',), ('u2',), ('u3',), ('u4',)], 'the too-late event is stored'

@@ -4,14 +4,12 @@ import datetime
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 
 import duckdb
 
 from pipelines.generate import make_event
-from tests.cli import ROOT
+from tests.cli import start_watch_job
 from transforms.local_watch import watch_events
 
 
@@ -55,13 +53,7 @@ def test_files_dropped_into_watched_folder_appear_as_rows(tmp_path):
   incoming.mkdir()
   db = str(tmp_path / 'w.duckdb')
   _write(str(incoming), 'first.jsonl', 'tenant-a', 12, 1)
-  job = subprocess.Popen(
-      [sys.executable, '-m', 'pipelines.analytics', '--streaming',
-       '--input_watch', str(incoming / '*.jsonl'), '--watch_interval_s', '1',
-       '--watch_duration_s', '40', '--hot_sink', 'duckdb:' + db,
-       '--cold_path', str(tmp_path / 'cold'), '--runner', 'DirectRunner'],
-      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  job = start_watch_job(incoming, db, str(tmp_path / 'cold'), 40)
   try:
     assert _wait_for(db, 'tenant-a', 12, job), 'first file never appeared'
     _write(str(incoming), 'second.jsonl', 'tenant-b', 7, 2)
