@@ -17,7 +17,6 @@ import datetime
 import glob
 import os
 import shutil
-import sys
 import uuid
 
 import pyarrow as pa
@@ -147,7 +146,6 @@ def run(argv=None) -> dict:
 
 def main(argv=None):
   run(argv)
-  sys.exit(0)
 
 
 if __name__ == '__main__':

@@ -30,9 +30,7 @@ def build_app(args):
     raise ValueError('--catalog: %s' % e) from None
   try:
     keys = load_api_keys(args.api_keys)
-  except OSError as e:
-    raise ValueError('--api_keys: %s' % e) from None
-  except ValueError as e:
+  except (OSError, ValueError) as e:
     raise ValueError('--api_keys: %s' % e) from None
   cold = ColdParquet(args.cold_path) if args.cold_path else None
   return create_app(hot, cold, catalog, keys, args.hot_retention_days)
