@@ -12,11 +12,12 @@ Both produce the same rows and counters; a test checks it.
 import datetime
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipelines.options import AnalyticsOptions, HotSink, lookup_settings
 from schemas import tables
-from schemas.rows import dead_letter_row, event_row
+from schemas.rows import dead_letter_row, event_row, events_table
 from transforms import batched
 from transforms.cold_sink import WriteColdParquet
 from transforms.dead_letters import CollectDeadLetters
@@ -159,10 +160,13 @@ def _batched(pipeline, options, source, store_factory):
   else:
     batches = source | 'BatchInput' >> beam.BatchElements(
         min_batch_size=opts.read_batch_size,
-        max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(batched.Batch)
+        max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(
+            batched.Batch).with_output_types(batched.Batch)
   decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
       opts.registry)
-  unique = decoded.events | 'Dedup' >> batched.DedupBatches(opts.dedup_ttl)
+  unique = (decoded.events
+            | 'Dedup' >> batched.DedupBatches(opts.dedup_ttl)
+            | 'JoinBatches' >> batched.Rebatch(opts.read_batch_size))
   letters = (decoded[DEAD_LETTERS],)
   if opts.enrichment == 'lookup':
     # Beam's Enrichment takes one element per request: unbatch around it.
@@ -171,14 +175,20 @@ def _batched(pipeline, options, source, store_factory):
     events = enriched | 'Rebatch' >> beam.BatchElements(
         min_batch_size=opts.read_batch_size,
         max_batch_size=opts.read_batch_size) | 'AsEventBatch' >> beam.Map(
-            batched.Batch)
+            batched.Batch).with_output_types(batched.Batch)
     letters += more
   else:
     events = unique | 'Enrich' >> EnrichFromSideInput(
         _profiles(pipeline, opts), batched=True)
   view_rows = events | 'WindowedViews' >> batched.BatchedViews()
-  event_rows = events | 'EventRows' >> beam.Map(
-      lambda b, to_row: batched.Batch([to_row(e) for e in b]), _row_maker(opts))
+  if HotSink(opts.hot_sink).kind == 'bigquery':
+    event_rows = events | 'EventRows' >> beam.Map(
+        lambda b, to_row: batched.Batch([to_row(e) for e in b]),
+        _row_maker(opts)).with_output_types(batched.Batch)
+  else:
+    # One Arrow table per batch, shared by the staging and cold files.
+    event_rows = events | 'EventRows' >> beam.Map(
+        lambda b: events_table(b, utcnow())).with_output_types(pa.Table)
   return events, letters, event_rows, view_rows
 
 

@@ -156,6 +156,13 @@ class Registry(object):
         event_type: frozenset(rule for rule in rules
                               if rule[0] in self.majors(event_type))
         for event_type, rules in self._accept.items()}
+    # Asked once per record: answered from dicts built here.
+    self._newest = {t: max(v[0] for v in by_version)
+                    for t, by_version in self._schemas.items()}
+    self._readers = {}
+    for event_type, by_version in self._schemas.items():
+      for version in sorted(by_version):
+        self._readers[(event_type, version[0])] = by_version[version]
     self._wire_ids = {
         int(k): (v[0], v[1]) for k, v in config['wire_ids'].items()}
     self._parsed_wire = {}
@@ -185,7 +192,7 @@ class Registry(object):
                      for major, minor in self._accept[event_type])
 
   def newest_major(self, event_type: str) -> int:
-    return max(self.majors(event_type))
+    return self._newest[event_type]
 
   def upcast(self, event_type: str, major: int, payload: dict) -> dict:
     """Lifts a payload read at `major` to the type's newest major, one step at
@@ -208,12 +215,9 @@ class Registry(object):
   def reader(self, event_type: str, version: str) -> Optional[PayloadSchema]:
     """The newest registered minor of `version`'s major, or None if not registered."""
     parsed = parse_version(version)
-    if parsed is None or event_type not in self._schemas:
+    if parsed is None:
       return None
-    same_major = [v for v in self._schemas[event_type] if v[0] == parsed[0]]
-    if not same_major:
-      return None
-    return self._schemas[event_type][max(same_major)]
+    return self._readers.get((event_type, parsed[0]))
 
   def schema(self, event_type: str, version: str) -> PayloadSchema:
     """The payload schema registered under exactly this version."""

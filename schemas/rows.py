@@ -4,10 +4,14 @@ import datetime
 import hashlib
 import json
 
+import orjson
+import pyarrow as pa
+
+from schemas import tables
 from schemas.masking import mask_record, mask_text
 from schemas.records import DeadLetter, Event
 
-__all__ = ['event_row', 'dead_letter_row', 'raw_text', 'raw_bytes',
+__all__ = ['event_row', 'events_table', 'dead_letter_row', 'raw_text', 'raw_bytes',
            'dead_letter_id', 'REPLAY_ORIGIN']
 
 # The origin of a record sent back by the replay job: `replay:<dead_letter_id>`.
@@ -62,9 +66,51 @@ def event_row(event: Event, processed_at: datetime.datetime) -> dict:
       'processed_at': processed_at,
       'user_tier': event.user_tier,
       'user_region': event.user_region,
-      'payload': json.dumps(event.payload, ensure_ascii=False,
-                            separators=(',', ':')),
+      'payload': _payload_json(event.payload),
   }
+
+
+def _payload_json(payload) -> str:
+  """The payload as compact JSON text, non-ASCII kept as it is.
+
+  orjson writes strings, integers, booleans and null exactly as `json.dumps`
+  does with these settings (a test compares them) in a tenth of the time;
+  floats (whose shortest forms the two may write differently), nested values
+  and anything orjson refuses go through `json.dumps`.
+  """
+  for value in payload.values():
+    if type(value) not in _ORJSON_SAFE:
+      return json.dumps(payload, ensure_ascii=False, separators=(',', ':'))
+  try:
+    return orjson.dumps(payload).decode('utf-8')
+  except orjson.JSONEncodeError:
+    return json.dumps(payload, ensure_ascii=False, separators=(',', ':'))
+
+
+_ORJSON_SAFE = frozenset((str, int, bool, type(None)))
+
+# Event fields copied to the `events` table as they are, by position.
+_COPIED = ('idempotency_key', 'trace_id', 'schema_version', 'event_type',
+           'source', 'tenant_id', 'user_id', 'event_time', 'ingested_at',
+           'user_tier', 'user_region')
+_POSITION = {name: i for i, name in enumerate(Event._fields)}
+
+
+def events_table(events, processed_at: datetime.datetime) -> pa.Table:
+  """The `events` rows of many events as one Arrow table.
+
+  The same values as `event_row` per event (a test compares them), built
+  column by column: no dict per row and one conversion to Arrow, which the
+  batched path's staging file and cold-tier file then share.
+  """
+  events = list(events)
+  schema = tables.arrow_schema(tables.EVENTS)
+  fields = list(zip(*events)) if events else [()] * len(Event._fields)
+  columns = {name: fields[_POSITION[name]] for name in _COPIED}
+  columns['processed_at'] = [processed_at] * len(events)
+  columns['payload'] = [_payload_json(p) for p in fields[_POSITION['payload']]]
+  return pa.Table.from_arrays(
+      [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
 
 
 def dead_letter_row(letter: DeadLetter, failed_at: datetime.datetime,

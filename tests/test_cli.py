@@ -221,8 +221,7 @@ def test_batched_and_per_record_paths_agree(tmp_path):
                '--cold_path', db + '.cold', '--runner', 'FnApiRunner',
                '--execution', mode, '--read_batch_size', '97')
     results[mode] = [query(db, sql) for sql in (
-        'SELECT idempotency_key, tenant_id, user_id, event_time, user_tier, '
-        'user_region, payload FROM events ORDER BY 1',
+        'SELECT * EXCLUDE (processed_at) FROM events ORDER BY idempotency_key',
         'SELECT dead_letter_id, error_kind, error_message, raw FROM dead_letters '
         'ORDER BY 1',
         'SELECT window_start, tenant_id, user_id, event_count, last_event_time '
@@ -233,6 +232,9 @@ def test_batched_and_per_record_paths_agree(tmp_path):
         'ORDER BY 1, 2',
         "SELECT name, value FROM pipeline_metrics WHERE name NOT LIKE 'cold%' "
         "ORDER BY 1")]
+    cold = _cold(db).drop_columns(['processed_at']).sort_by('idempotency_key')
+    results[mode].append(cold.to_pylist())
+    assert len(results[mode][-1]) == len(results[mode][0]) > 0
     kinds = {r[1] for r in results[mode][1]}
     assert kinds == {'oversized', 'malformed', 'unsupported_schema_version',
                      'unknown_event_type', 'schema_violation'}

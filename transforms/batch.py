@@ -1,6 +1,12 @@
-"""`Batch`: many records as one element of the batched path."""
+"""`Batch`: many records as one element; coders for it and for Arrow tables."""
+import pickle
 
-__all__ = ['Batch', 'split_batch']
+import pyarrow as pa
+
+from apache_beam import coders
+from apache_beam.coders import coder_impl
+
+__all__ = ['Batch', 'BatchCoder', 'ArrowTableCoder', 'split_batch']
 
 
 class Batch(object):
@@ -31,7 +37,87 @@ class Batch(object):
     return 'Batch(%d)' % len(self.items)
 
 
+def _estimated_size(batch):
+  """The batch's encoded size estimated from its first item.
+
+  Beam samples element sizes for its byte-count metrics even when the element
+  never leaves the fused stage; with the default coder each sample pickled a
+  whole batch of thousands of records (measured: ~10% of a run).
+  """
+  if not isinstance(batch, Batch):  # a type inferred too widely upstream
+    return len(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
+  items = batch.items
+  if not items:
+    return 8
+  return 8 + len(pickle.dumps(items[0], pickle.HIGHEST_PROTOCOL)) * len(items)
+
+
+class BatchCoder(coders.Coder):
+  """Pickles a `Batch` in one call; estimates its size cheaply (see above)."""
+
+  def encode(self, batch):
+    return pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
+
+  def decode(self, encoded):
+    return pickle.loads(encoded)
+
+  def estimate_size(self, batch):
+    return _estimated_size(batch)
+
+  def is_deterministic(self):
+    return False
+
+  def to_type_hint(self):
+    return Batch
+
+  def _create_impl(self):
+    return coder_impl.CallbackCoderImpl(self.encode, self.decode,
+                                        _estimated_size)
+
+  def __eq__(self, other):
+    return type(self) is type(other)
+
+  def __hash__(self):
+    return hash(type(self))
+
+
+class ArrowTableCoder(coders.Coder):
+  """An Arrow table as an IPC stream; its size is known without encoding."""
+
+  def encode(self, table):
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+      writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+  def decode(self, encoded):
+    return pa.ipc.open_stream(encoded).read_all()
+
+  def is_deterministic(self):
+    return False
+
+  def to_type_hint(self):
+    return pa.Table
+
+  def _create_impl(self):
+    return coder_impl.CallbackCoderImpl(self.encode, self.decode,
+                                        lambda table: table.nbytes)
+
+  def __eq__(self, other):
+    return type(self) is type(other)
+
+  def __hash__(self):
+    return hash(type(self))
+
+
+coders.registry.register_coder(Batch, BatchCoder)
+coders.registry.register_coder(pa.Table, ArrowTableCoder)
+
+
 def split_batch(batch, size):
-  """A batch (or list) of rows in parts of at most `size` rows, each one element."""
+  """A batch (or list) of rows in parts of at most `size` rows, each one
+  element; an Arrow table in slices of at most `size` rows."""
+  if isinstance(batch, pa.Table):
+    return [batch.slice(i, size) for i in range(0, batch.num_rows, size)]
   rows = list(batch)
   return [Batch(rows[i:i + size]) for i in range(0, len(rows), size)]

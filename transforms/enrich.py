@@ -7,6 +7,8 @@ as a side input. No profile gives the `unknown` fallback, counted as
 `enrichment_fallbacks` (not a dead letter). For profile stores too large for a
 side input, see `lookup.py`.
 """
+import typing
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -111,5 +113,8 @@ class EnrichFromSideInput(beam.PTransform):
     profiles = self._profiles
     if profiles is None:
       profiles = events.pipeline | 'NoProfiles' >> beam.Create([])
-    return events | 'JoinProfiles' >> beam.ParDo(
-        _EnrichFn(self._batched), profiles=beam.pvalue.AsDict(profiles))
+    join = beam.ParDo(_EnrichFn(self._batched),
+                      profiles=beam.pvalue.AsDict(profiles))
+    # Declared: inferred from `process` it would be `Batch` on both paths.
+    join = join.with_output_types(Batch if self._batched else typing.Any)
+    return events | 'JoinProfiles' >> join

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from apache_beam.transforms import trigger, window
 
 from schemas.tables import Table, arrow_schema
-from transforms.batch import split_batch
+from transforms.batch import Batch, split_batch
 
 __all__ = ['write_staging_file', 'rows_to_table', 'stage_and_commit']
 
@@ -35,8 +35,11 @@ def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
   for name, rows in sorted(rows_by_table.items()):
     rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
     if prebatched:
-      batches = rows | 'Split%s' % name >> beam.FlatMap(split_batch,
-                                                        max_batch_size)
+      # Batches of row dicts stay `Batch`es, Arrow tables stay tables.
+      batches = rows | 'Split%s' % name >> beam.FlatMap(
+          split_batch, max_batch_size).with_output_types(
+              rows.element_type if rows.element_type in (Batch, pa.Table)
+              else Batch)
     else:
       batches = rows | 'Batch%s' % name >> beam.BatchElements(
           min_batch_size=1, max_batch_size=max_batch_size)
@@ -56,8 +59,15 @@ def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
 
 
 def rows_to_table(table: Table, rows) -> pa.Table:
-  """Row dicts to an Arrow table with the table's schema (fails on a bad row)."""
-  return pa.Table.from_pylist(list(rows), schema=arrow_schema(table))
+  """Row dicts (or an Arrow table already) as an Arrow table with the table's
+  schema (fails on a bad row or another schema)."""
+  schema = arrow_schema(table)
+  if isinstance(rows, pa.Table):
+    if not rows.schema.equals(schema):
+      raise ValueError('%s: staged Arrow rows have another schema: %s' % (
+          table.name, rows.schema))
+    return rows
+  return pa.Table.from_pylist(list(rows), schema=schema)
 
 
 def write_staging_file(directory: str, table: Table, rows) -> str:
