@@ -39,6 +39,7 @@ def run(argv=None) -> dict:
   result = pipeline.run()
   result.wait_until_finish()
   seconds = time.monotonic() - started
+  times = summary.step_times(result)
   counts = summary.read_counters(result)
   if options.view_as(StandardOptions).streaming:
     # The local streaming runner (BundleBasedDirectRunner) was seen to report
@@ -56,6 +57,7 @@ def run(argv=None) -> dict:
     counts.update(dlq.dlq_metrics(counts, dlq.depth(hot.target)))
     summary.write_metrics(hot.target, run_id, counts, utcnow())
   print(summary.format_summary(run_id, counts, seconds))
+  print(summary.format_step_times(times))
   fired = dlq.alerts(counts, opts.dlq_alert_threshold, opts.dlq_alert_rate)
   for message in fired:
     print('ALERT dead letters: %s' % message)

@@ -1,11 +1,15 @@
 """The run's counters: read back from Beam, stored in `pipeline_metrics`, printed."""
+import collections
+
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.metrics.monitoring_infos import extract_metric_result_map_value
 
 from schemas.records import ERROR_KINDS
 from transforms import counters
 from transforms.duckdb_sink import connect
 
-__all__ = ['read_counters', 'write_metrics', 'format_summary']
+__all__ = ['read_counters', 'write_metrics', 'format_summary', 'step_times',
+           'format_step_times']
 
 _REPORTED = (
     counters.INPUT_RECORDS, counters.BLANK_LINES, counters.VALID_EVENTS,
@@ -58,3 +62,30 @@ def format_summary(run_id, counts, seconds) -> str:
           counts[counters.EVENTS_WRITTEN], counts[counters.EVENTS_ALREADY_STORED],
           counts[counters.DUPLICATES], counts[counters.DEAD_LETTERS],
           kinds or 'none', seconds, rate))
+
+
+_EXECUTION_TIME = 'beam:metric:pardo_execution_time:process_bundle_msecs:v1'
+
+
+def step_times(result) -> dict:
+  """Milliseconds spent in each step, as the in-process runner's state
+  sampler measured them (sampled, so approximate); empty for other runners."""
+  by_stage = getattr(result, '_monitoring_infos_by_stage', None)
+  if not isinstance(by_stage, dict):  # only the in-process runner's result
+    return {}
+  # Its values can be one-shot iterators, shared with `result.metrics()`:
+  # made lists first, so that reading one does not empty the other.
+  for stage in list(by_stage):
+    by_stage[stage] = list(by_stage[stage])
+  totals = collections.Counter()
+  for info in result.monitoring_infos():
+    if info.urn == _EXECUTION_TIME and 'PTRANSFORM' in info.labels:
+      totals[info.labels['PTRANSFORM']] += extract_metric_result_map_value(info)
+  return {step: ms for step, ms in totals.items() if ms > 0}
+
+
+def format_step_times(times, top=10) -> str:
+  """The slowest steps as one line, for the summary."""
+  slowest = sorted(times.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+  return 'time per step (ms, sampled): %s' % (
+      ', '.join('%s %d' % kv for kv in slowest) or 'not reported by this runner')

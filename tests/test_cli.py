@@ -39,6 +39,8 @@ def test_every_record_is_accounted_for(sample, tmp_path):
   db = str(tmp_path / 'w.duckdb')
   done = _run(sample_dir, db)
   assert 'records read %d' % manifest['records'] in done.stdout
+  steps = [l for l in done.stdout.splitlines() if l.startswith('time per step')]
+  assert len(steps) == 1 and 'DecodeAndValidate/' in steps[0], done.stdout
   counts = metrics(db)
   events = query(db, 'SELECT count(*) FROM events')[0][0]
   letters = query(db, "SELECT count(*) FROM dead_letters "

@@ -19,7 +19,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from schemas import rows, tables
 from schemas.records import Event, RawRecord
 from tests.helpers import as_json, envelope
-from transforms import cold_sink, parsing, timestamps
+from transforms import batched, cold_sink, parsing, timestamps, views
+from transforms.enrich import apply_profile
+from transforms.profiles import Profile
 from transforms.decode import decode_and_validate
 from transforms.parsing import Malformed
 from transforms.staging import rows_to_table
@@ -221,3 +223,41 @@ def test_cold_groups_of_a_table_equal_those_of_its_rows():
   for (date, tenant, _), group in from_table.items():
     assert {(r['ingested_at'].strftime('%Y-%m-%d'), r['tenant_id'])
             for r in group} == {(date, tenant)}
+
+
+def _partials_by_the_pure_functions(events):
+  result = {spec.name: {} for spec in views.VIEWS}
+  for event in events:
+    t = views.micros(event.event_time)
+    for spec in views.VIEWS:
+      table = result[spec.name]
+      key = spec.key(event)
+      for start in views.window_starts(t, spec.size_s, spec.period_s):
+        acc = table.get((start, key))
+        if acc is None:
+          acc = table[(start, key)] = views.new_accumulator()
+        views.add_event(acc, t, event.user_id)
+  return result
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3),
+                          st.integers(0, 3 * 3600 * 10 ** 6)), max_size=40))
+def test_batched_partials_equal_the_view_functions(specs):
+  base = _events(3)
+  events = []
+  for type_index, user, offset_us in specs:
+    event = base[type_index]
+    events.append(event._replace(
+        user_id='user-%d' % user,
+        event_time=views.from_micros(1709251200 * 10 ** 6 + offset_us)))
+  partials = {name: batch.items[0] for name, batch in batched._partials(events)}
+  assert partials == _partials_by_the_pure_functions(events)
+
+
+def test_enrichment_sets_only_tier_and_region():
+  event = _events(1)[0]
+  enriched = apply_profile(event, Profile('gold', 'eu'))
+  assert enriched == event._replace(user_tier='gold', user_region='eu')
+  assert apply_profile(event, None) == event._replace(
+      user_tier='unknown', user_region='unknown')

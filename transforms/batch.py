@@ -38,7 +38,7 @@ class Batch(object):
 
 
 def _estimated_size(batch):
-  """The batch's encoded size estimated from its first item.
+  """The batch's encoded size estimated from the size of one item of its kind.
 
   Beam samples element sizes for its byte-count metrics even when the element
   never leaves the fused stage; with the default coder each sample pickled a
@@ -49,7 +49,14 @@ def _estimated_size(batch):
   items = batch.items
   if not items:
     return 8
-  return 8 + len(pickle.dumps(items[0], pickle.HIGHEST_PROTOCOL)) * len(items)
+  kind = type(items[0])
+  size = _ITEM_SIZES.get(kind)
+  if size is None:  # measured once per kind of item and process
+    size = _ITEM_SIZES[kind] = len(pickle.dumps(items[0], pickle.HIGHEST_PROTOCOL))
+  return 8 + size * len(items)
+
+
+_ITEM_SIZES = {}
 
 
 class BatchCoder(coders.Coder):

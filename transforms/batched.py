@@ -41,8 +41,7 @@ from transforms import counters
 from transforms.decode import DEAD_LETTERS, as_raw_record, decode_and_validate
 from transforms.batch import Batch, BatchCoder
 from transforms.sources import read_file_records
-from transforms.views import (VIEWS, add_event, merge, micros, new_accumulator,
-                              view_row, window_starts)
+from transforms.views import VIEWS, merge, micros, view_row
 
 __all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'DedupBatches',
            'Rebatch', 'BatchedViews', 'KeySet']
@@ -283,18 +282,31 @@ class Rebatch(beam.PTransform):
 
 
 def _partials(events):
-  """Per view: {(window_start, key): accumulator} of one batch."""
+  """Per view: {(window_start, key): accumulator} of one batch.
+
+  `views.window_starts` and `views.add_event` written out inline (the same
+  windows and accumulators; a test compares them): this loop runs three or
+  more times per event and was a tenth of a run.
+  """
   result = {spec.name: {} for spec in VIEWS}
+  plans = [(result[spec.name], spec.key, spec.size_s * 1000000,
+            spec.period_s * 1000000) for spec in VIEWS]
   for event in events:
     t = micros(event.event_time)
-    for spec in VIEWS:
-      table = result[spec.name]
-      key = spec.key(event)
-      for start in window_starts(t, spec.size_s, spec.period_s):
+    user = event.user_id
+    for table, key_of, size, period in plans:
+      key = key_of(event)
+      start, end = t - t % period, t - size
+      while start > end:
         acc = table.get((start, key))
         if acc is None:
-          acc = table[(start, key)] = new_accumulator()
-        add_event(acc, t, event.user_id)
+          table[(start, key)] = [1, t, {user}]
+        else:
+          acc[0] += 1
+          if t > acc[1]:
+            acc[1] = t
+          acc[2].add(user)
+        start -= period
   return [(name, Batch([table])) for name, table in result.items()]
 
 

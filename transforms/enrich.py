@@ -14,16 +14,21 @@ from apache_beam.metrics import Metrics
 
 from transforms import counters
 from transforms.batch import Batch
+from schemas.records import Event
 from transforms.profiles import FALLBACK, Profile, newest, parse_profile_line
 from transforms.timestamps import format_utc
 
 __all__ = ['ReadProfiles', 'EnrichFromSideInput', 'apply_profile']
 
+_ENRICHED_AT = Event._fields.index('user_tier')
+assert Event._fields[_ENRICHED_AT:] == ('user_tier', 'user_region')
+
 
 def apply_profile(event, profile):
   """The event with the profile's tier and region (the fallback when None)."""
   profile = profile or FALLBACK
-  return event._replace(user_tier=profile.tier, user_region=profile.region)
+  # The last two fields, by position: `_replace` costs several times more.
+  return Event(*event[:_ENRICHED_AT], profile.tier, profile.region)
 
 
 class _ReadBigQueryTableFn(beam.DoFn):
