@@ -180,8 +180,9 @@ def _batched(pipeline, options, source, store_factory):
   else:
     events = unique | 'Enrich' >> EnrichFromSideInput(
         _profiles(pipeline, opts), batched=True)
-  view_rows = events | 'WindowedViews' >> batched.BatchedViews()
-  if HotSink(opts.hot_sink).kind == 'bigquery':
+  to_duckdb = HotSink(opts.hot_sink).kind == 'duckdb'
+  view_rows = events | 'WindowedViews' >> batched.BatchedViews(arrow=to_duckdb)
+  if not to_duckdb:
     event_rows = events | 'EventRows' >> beam.Map(
         lambda b, to_row: batched.Batch([to_row(e) for e in b]),
         _row_maker(opts)).with_output_types(batched.Batch)
@@ -206,8 +207,9 @@ def build(pipeline, options, *, source=None, store_factory=None):
   Returns:
     A dict of PCollections: `events` (enriched unique `Event`s; lists of them
     on the batched path), `dead_letters` (every `DeadLetter`, late ones
-    included, one per element), one per view table (row dicts; lists of rows on
-    the batched path), `commits` (the hot sink's commits) and `cold_files`.
+    included, one per element), one per view table (row dicts; on the batched
+    path lists of rows, or one Arrow table per view with the DuckDB sink),
+    `commits` (the hot sink's commits) and `cold_files`.
   """
   opts = options.view_as(AnalyticsOptions)
   streaming = options.view_as(StandardOptions).streaming

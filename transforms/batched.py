@@ -24,6 +24,7 @@ import datetime
 from typing import Tuple
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.coders import PickleCoder
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
@@ -41,7 +42,7 @@ from transforms import counters
 from transforms.decode import DEAD_LETTERS, as_raw_record, decode_and_validate
 from transforms.batch import Batch, BatchCoder
 from transforms.sources import read_file_records
-from transforms.views import VIEWS, merge, micros, view_row
+from transforms.views import VIEWS, micros, view_row, view_table
 
 __all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'DedupBatches',
            'Rebatch', 'BatchedViews', 'KeySet']
@@ -286,28 +287,37 @@ def _partials(events):
 
   `views.window_starts` and `views.add_event` written out inline (the same
   windows and accumulators; a test compares them): this loop runs three or
-  more times per event and was a tenth of a run.
+  more times per event and was a tenth of a run. Only a view whose row counts
+  distinct users (`counts_users`) keeps them; the others keep None: with many
+  users a set per (window, user) was most of the views' time and memory.
   """
   result = {spec.name: {} for spec in VIEWS}
   plans = [(result[spec.name], spec.key, spec.size_s * 1000000,
-            spec.period_s * 1000000) for spec in VIEWS]
+            spec.period_s * 1000000, spec.counts_users) for spec in VIEWS]
   for event in events:
     t = micros(event.event_time)
     user = event.user_id
-    for table, key_of, size, period in plans:
+    for table, key_of, size, period, counts_users in plans:
       key = key_of(event)
       start, end = t - t % period, t - size
       while start > end:
         acc = table.get((start, key))
         if acc is None:
-          table[(start, key)] = [1, t, {user}]
+          table[(start, key)] = [1, t, {user} if counts_users else None]
         else:
           acc[0] += 1
           if t > acc[1]:
             acc[1] = t
-          acc[2].add(user)
+          if counts_users:
+            acc[2].add(user)
         start -= period
   return [(name, Batch([table])) for name, table in result.items()]
+
+
+def _merged(mine, other):
+  """Two batched accumulators as one (users are None where a view needs none)."""
+  users = mine[2] | other[2] if mine[2] is not None else None
+  return [mine[0] + other[0], max(mine[1], other[1]), users]
 
 
 class _MergePartials(beam.CombineFn):
@@ -328,7 +338,7 @@ class _MergePartials(beam.CombineFn):
     for other in tables[1:]:
       for k, acc in other.items():
         mine = result.get(k)
-        result[k] = acc if mine is None else merge([mine, acc])
+        result[k] = acc if mine is None else _merged(mine, acc)
     return Batch([result])
 
   def extract_output(self, acc):
@@ -336,7 +346,12 @@ class _MergePartials(beam.CombineFn):
 
 
 class BatchedViews(beam.PTransform):
-  """Lists of events in; {view name: PCollection of lists of view rows} out."""
+  """Lists of events in; {view name: PCollection of view rows} out: lists of
+  row dicts, or with `arrow` one Arrow table per view (the DuckDB sink)."""
+
+  def __init__(self, arrow=False):
+    super().__init__()
+    self._arrow = arrow
 
   def expand(self, batches):
     merged = (batches
@@ -344,17 +359,21 @@ class BatchedViews(beam.PTransform):
                   Tuple[str, Batch])
               | 'Merge' >> beam.CombinePerKey(_MergePartials()))
     specs = {spec.name: spec for spec in VIEWS}
+    arrow = self._arrow
 
     def rows(name_and_table):
       name, table = name_and_table
       now = datetime.datetime.now(datetime.timezone.utc)
       spec = specs[name]
+      if arrow:
+        return name, view_table(spec, table, 'ON_TIME', now)
       return name, Batch([view_row(spec, start, key, acc, 'ON_TIME', now)
                           for (start, key), acc in sorted(table.items())])
+    kind = pa.Table if arrow else Batch
     named = merged | 'Rows' >> beam.Map(rows).with_output_types(
-        Tuple[str, Batch])
+        Tuple[str, kind])
     return {name: named
             | 'Only%s' % name >> beam.Filter(lambda kv, n=name: kv[0] == n)
             | 'Values%s' % name >> beam.Map(
-                lambda kv: kv[1]).with_output_types(Batch)
+                lambda kv: kv[1]).with_output_types(kind)
             for name in specs}
