@@ -13,9 +13,14 @@ same (a test checks it on a corpus with every kind of bad record):
   its state the keys seen with their event-time expiry, cleared by a WATERMARK
   timer: still exact and keyed by `idempotency_key`. The state object is
   `CacheAware`, so the runner's cache does not walk every key on each write.
+* `Rebatch`: joins the small per-shard batches dedup leaves into full ones.
 * `BatchedViews`: per-batch partial aggregates of the views, merged by a
-  combiner (three keys, one per view). The side-input join is
-  `EnrichFromSideInput(..., batched=True)`.
+  combiner (three keys, one per view); rows as lists of dicts or one Arrow
+  table per view. The side-input join is `EnrichFromSideInput(...,
+  batched=True)`; rows of events are one Arrow table per batch
+  (`schemas.rows.events_table`).
+
+Batches travel with `BatchCoder` (one pickle, a cheap size estimate).
 
 Streaming keeps the per-record path, where watermarks, lateness and the late-data
 gate apply per event.

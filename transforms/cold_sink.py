@@ -153,7 +153,8 @@ class WriteColdParquet(beam.PTransform):
     max_rows_per_file: rows per file at most.
     shards: files written in parallel per partition and pane.
     streaming: flush on a processing-time trigger every `flush_s` seconds.
-    prebatched: the input is a PCollection of lists of rows (the fast path).
+    prebatched: the input is a PCollection of lists of rows or of Arrow
+      `events` tables (the fast path).
   """
 
   def __init__(self, root, max_rows_per_file=1000000, shards=2,

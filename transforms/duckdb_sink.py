@@ -199,7 +199,8 @@ class WriteToDuckDB(beam.PTransform):
     max_batch_size: rows per staging file at most.
     commit_every_s: in streaming, how often the staged files are committed.
     streaming: commit on a processing-time trigger instead of at the end.
-    prebatched: the inputs are PCollections of lists of rows (the fast path).
+    prebatched: the inputs are PCollections of lists of rows or of Arrow
+      tables with the table's schema (the fast path).
   """
 
   def __init__(self, db_path, staging_dir=None, max_batch_size=50000,
