@@ -289,3 +289,16 @@ def test_view_tables_equal_the_rows_view_row_gives():
     assert table.equals(expected), name
   empty = views.view_table(views.VIEWS[0], {}, 'ON_TIME', now)
   assert empty.num_rows == 0
+
+
+def test_view_tables_sort_keys_as_python_does():
+  spec = views.VIEWS[0]  # user_activity_hourly: (tenant_id, user_id)
+  names = ['z', 'Z', 'é', 'e', '😀', 'ａ', 'a\u0301', '']
+  accumulators = {(start, (tenant, user)): [1, start + 5, None]
+                  for start in (3600 * 10 ** 6, 0)
+                  for tenant in names[:3] for user in names}
+  now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
+  expected = rows_to_table(tables.TABLES[spec.name], [
+      views.view_row(spec, start, key, acc, 'ON_TIME', now)
+      for (start, key), acc in sorted(accumulators.items())])
+  assert views.view_table(spec, accumulators, 'ON_TIME', now).equals(expected)

@@ -75,15 +75,14 @@ def merge(accs):
   return result
 
 
-def _values(spec: ViewSpec, acc) -> dict:
-  """The value columns of one window and key (timestamps as micros)."""
-  if spec.name == 'user_activity_hourly':
-    return {'event_count': acc[0], 'last_event_time': acc[1]}
-  if spec.name == 'event_counts_1m':
-    return {'event_count': acc[0]}
-  return {'active_users': len(acc[2])}
-
-
+# The value columns of each view's row, from its accumulator (timestamps as
+# micros): one definition for `view_row` and `view_table`.
+_VALUE_COLUMNS = {
+    'user_activity_hourly': (('event_count', lambda acc: acc[0]),
+                             ('last_event_time', lambda acc: acc[1])),
+    'event_counts_1m': (('event_count', lambda acc: acc[0]),),
+    'active_users_15m': (('active_users', lambda acc: len(acc[2])),),
+}
 _MICROS_COLUMNS = ('last_event_time',)
 
 
@@ -93,7 +92,8 @@ def view_row(spec: ViewSpec, window_start_us: int, key, acc, pane_timing,
   row = {'window_start': from_micros(window_start_us),
          'window_end': from_micros(window_start_us + spec.size_s * 1000000)}
   row.update(zip(spec.key_columns, key))
-  for column, value in _values(spec, acc).items():
+  for column, value_of in _VALUE_COLUMNS[spec.name]:
+    value = value_of(acc)
     row[column] = from_micros(value) if column in _MICROS_COLUMNS else value
   row['pane_timing'] = pane_timing
   row['updated_at'] = updated_at
@@ -104,25 +104,30 @@ def view_table(spec: ViewSpec, accumulators: dict, pane_timing,
                updated_at) -> pa.Table:
   """The rows of {(window_start, key): accumulator}, sorted by window and
   key, as one Arrow table: the values `view_row` gives (a test compares
-  them), built column by column for the batched path's staging files."""
-  items = sorted(accumulators.items())
+  them), built column by column and sorted by Arrow (a view can have as many
+  rows as there are events)."""
   schema = tables.arrow_schema(tables.TABLES[spec.name])
   size_us = spec.size_s * 1000000
-  starts = [start for (start, _), _ in items]
+  windows = list(accumulators)
+  accs = list(accumulators.values())
+  starts = [start for start, _ in windows]
   columns = {'window_start': starts,
              'window_end': [start + size_us for start in starts],
-             'pane_timing': [pane_timing] * len(items),
-             'updated_at': [updated_at] * len(items)}
+             'pane_timing': [pane_timing] * len(windows),
+             'updated_at': [updated_at] * len(windows)}
   for i, name in enumerate(spec.key_columns):
-    columns[name] = [key[i] for (_, key), _ in items]
-  values = [_values(spec, acc) for _, acc in items]
-  for name in (values[0] if values else ()):
-    columns[name] = [v[name] for v in values]
+    columns[name] = [key[i] for _, key in windows]
+  for name, value_of in _VALUE_COLUMNS[spec.name]:
+    columns[name] = [value_of(acc) for acc in accs]
   arrays = []
   for field in schema:
-    data = columns.get(field.name, [])
+    data = columns[field.name]
     if pa.types.is_timestamp(field.type) and field.name != 'updated_at':
       arrays.append(pa.array(data, pa.int64()).cast(field.type))
     else:
       arrays.append(pa.array(data, type=field.type))
-  return pa.Table.from_arrays(arrays, schema=schema)
+  table = pa.Table.from_arrays(arrays, schema=schema)
+  # Python's order of (start, key) tuples: strings by code point, which is
+  # UTF-8 byte order, Arrow's.
+  return table.sort_by([(name, 'ascending')
+                        for name in ('window_start',) + spec.key_columns])
