@@ -302,3 +302,17 @@ def test_view_tables_sort_keys_as_python_does():
       views.view_row(spec, start, key, acc, 'ON_TIME', now)
       for (start, key), acc in sorted(accumulators.items())])
   assert views.view_table(spec, accumulators, 'ON_TIME', now).equals(expected)
+
+
+def test_the_batched_path_raises_the_gc_thresholds_once_never_lowers():
+  import gc
+  before = gc.get_threshold()
+  try:
+    gc.set_threshold(700, 10, 10)
+    batched.raise_gc_thresholds()
+    assert gc.get_threshold() == batched.GC_THRESHOLDS
+    gc.set_threshold(10 ** 6, 5, 5)
+    batched.raise_gc_thresholds()
+    assert gc.get_threshold() == (10 ** 6, 5, 5)
+  finally:
+    gc.set_threshold(*before)

@@ -26,6 +26,7 @@ Streaming keeps the per-record path, where watermarks, lateness and the late-dat
 gate apply per event.
 """
 import datetime
+import gc
 from typing import Tuple
 
 import apache_beam as beam
@@ -106,12 +107,26 @@ class ReadRecordBatches(beam.PTransform):
     return beam.Map(lambda batch: batch).with_output_types(Batch)
 
 
+# The batched path allocates millions of short-lived containers (events,
+# payload dicts, rows); with CPython's default first threshold (700) the
+# cyclic collector ran so often it took about a quarter of a run (measured on
+# 200,000 events: the main stage 12.3 s -> 9.3 s, and a lower peak). Raised
+# once per worker process, never lowered.
+GC_THRESHOLDS = (50000, 20, 20)
+
+
+def raise_gc_thresholds():
+  if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 class _DecodeBatchFn(beam.DoFn):
 
   def __init__(self, registry_path=None):
     self._registry_path = registry_path
 
   def setup(self):
+    raise_gc_thresholds()
     self._registry = load_registry(self._registry_path)
     ns = counters.NAMESPACE
     self._input = Metrics.counter(ns, counters.INPUT_RECORDS)

@@ -161,9 +161,14 @@ _READERS = {}
 
 
 def _field_reader(specs, prefix, also_known):
+  """The compiled reader of a specs tuple (each registry's tuples are built
+  once, so its readers are too); the cache is bounded for processes that load
+  many registries."""
   key = (id(specs), prefix, also_known)
   reader = _READERS.get(key)
   if reader is None or reader[0] is not specs:
+    if len(_READERS) >= 512:
+      _READERS.clear()
     reader = _READERS[key] = (specs, _FieldReader(specs, prefix, also_known))
   return reader[1]
 
