@@ -66,7 +66,7 @@ def _state_bytes(n):
   shards = [KeySet() for _ in range(SHARDS)]
   for k in range(n):
     key = hashlib.sha256(b'%d' % k).hexdigest()
-    shards[key_shard(key, SHARDS)].expiry[key] = 1709337600000000
+    shards[key_shard(key, SHARDS)].add(key, 1709337600000000)
   return sum(len(pickle.dumps(s, pickle.HIGHEST_PROTOCOL)) for s in shards)
 
 

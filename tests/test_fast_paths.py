@@ -316,3 +316,19 @@ def test_the_batched_path_raises_the_gc_thresholds_once_never_lowers():
     assert gc.get_threshold() == (10 ** 6, 5, 5)
   finally:
     gc.set_threshold(*before)
+
+
+def test_key_set_keeps_its_earliest_expiry_without_a_scan():
+  import pickle
+  keys = batched.KeySet()
+  assert keys.earliest is None
+  for key, expires in (('a', 50), ('b', 20), ('c', 90), ('d', 20)):
+    keys.add(key, expires)
+    assert keys.earliest == min(keys.expiry.values())
+  copy = pickle.loads(pickle.dumps(keys))
+  assert copy.expiry == keys.expiry and copy.earliest == 20
+  keys.drop_expired(20)
+  assert keys.expiry == {'a': 50, 'c': 90} and keys.earliest == 50
+  keys.drop_expired(90)
+  assert keys.expiry == {} and keys.earliest is None
+  assert batched.KeySet({'x': 7, 'y': 3}).earliest == 3
