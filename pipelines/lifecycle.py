@@ -19,14 +19,13 @@ import os
 import shutil
 import uuid
 
-import pyarrow as pa
-
 from pipelines.summary import write_metrics
 from schemas import tables
 from schemas.keys import key_shard
 from transforms.cold_sink import (cold_file_path, keys_digest, partition_of,
                                   write_cold_file)
 from transforms.duckdb_sink import connect
+from transforms.staging import rows_to_table
 from transforms.timestamps import parse_rfc3339
 
 __all__ = ['run', 'main']
@@ -57,7 +56,7 @@ def _write_missing(cold_path, rows):
     groups.setdefault(partition_of(row), []).append(row)
   for (ingest_date, tenant_id), part in sorted(groups.items()):
     part.sort(key=lambda r: r['idempotency_key'])
-    table = pa.Table.from_pylist(part, schema=tables.arrow_schema(tables.EVENTS))
+    table = rows_to_table(tables.EVENTS, part)
     write_cold_file(cold_file_path(
         cold_path, ingest_date, tenant_id,
         key_shard(part[0]['idempotency_key'], 1),

@@ -6,7 +6,8 @@ import pyarrow as pa
 from apache_beam import coders
 from apache_beam.coders import coder_impl
 
-__all__ = ['Batch', 'BatchCoder', 'ArrowTableCoder', 'split_batch']
+__all__ = ['Batch', 'BatchCoder', 'ArrowTableCoder', 'split_batch',
+           'arrow_ipc_bytes', 'read_arrow_ipc']
 
 
 class Batch(object):
@@ -71,9 +72,6 @@ class BatchCoder(coders.Coder):
   def estimate_size(self, batch):
     return _estimated_size(batch)
 
-  def is_deterministic(self):
-    return False
-
   def to_type_hint(self):
     return Batch
 
@@ -81,27 +79,29 @@ class BatchCoder(coders.Coder):
     return coder_impl.CallbackCoderImpl(self.encode, self.decode,
                                         _estimated_size)
 
-  def __eq__(self, other):
-    return type(self) is type(other)
 
-  def __hash__(self):
-    return hash(type(self))
+def arrow_ipc_bytes(table: pa.Table, options=None) -> bytes:
+  """An Arrow table as one IPC stream (`options`: e.g. its compression)."""
+  sink = pa.BufferOutputStream()
+  with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+    writer.write_table(table)
+  return sink.getvalue().to_pybytes()
+
+
+def read_arrow_ipc(data: bytes) -> pa.Table:
+  """The table of one IPC stream (compressed or not)."""
+  return pa.ipc.open_stream(data).read_all()
 
 
 class ArrowTableCoder(coders.Coder):
-  """An Arrow table as an IPC stream; its size is known without encoding."""
+  """An Arrow table as an IPC stream; its size is known without encoding.
+  (Beam's own `Coder` gives equality, hashing and non-determinism.)"""
 
   def encode(self, table):
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-      writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return arrow_ipc_bytes(table)
 
   def decode(self, encoded):
-    return pa.ipc.open_stream(encoded).read_all()
-
-  def is_deterministic(self):
-    return False
+    return read_arrow_ipc(encoded)
 
   def to_type_hint(self):
     return pa.Table
@@ -109,12 +109,6 @@ class ArrowTableCoder(coders.Coder):
   def _create_impl(self):
     return coder_impl.CallbackCoderImpl(self.encode, self.decode,
                                         lambda table: table.nbytes)
-
-  def __eq__(self, other):
-    return type(self) is type(other)
-
-  def __hash__(self):
-    return hash(type(self))
 
 
 coders.registry.register_coder(Batch, BatchCoder)

@@ -31,6 +31,8 @@ from apache_beam.transforms import trigger, window
 from schemas import tables
 from schemas.keys import key_shard
 from transforms import counters
+from transforms.batch import arrow_ipc_bytes, read_arrow_ipc
+from transforms.staging import rows_to_table
 
 __all__ = ['WriteColdParquet', 'partition_of', 'cold_file_path', 'keys_digest',
            'write_cold_file']
@@ -82,10 +84,7 @@ _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression='lz4')
 def _to_arrow_bytes(table: pa.Table) -> bytes:
   """Rows as one compressed Arrow IPC stream: several times smaller than row
   dicts, so the GroupByKey before the writer holds (and moves) much less."""
-  sink = pa.BufferOutputStream()
-  with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as writer:
-    writer.write_table(table)
-  return sink.getvalue().to_pybytes()
+  return arrow_ipc_bytes(table, _IPC_OPTIONS)
 
 
 def _partition_keys(table: pa.Table, shards: int):
@@ -99,9 +98,7 @@ def _partition_keys(table: pa.Table, shards: int):
 def _group_batch(rows, shards):
   """A batch of rows (an Arrow `events` table, or row dicts) to (partition
   key, Arrow IPC bytes of its rows) pairs."""
-  if not isinstance(rows, pa.Table):
-    rows = pa.Table.from_pylist(list(rows), schema=tables.arrow_schema(
-        tables.EVENTS))
+  rows = rows_to_table(tables.EVENTS, rows)
   groups = {}
   for i, key in enumerate(_partition_keys(rows, shards)):
     groups.setdefault(key, []).append(i)
@@ -115,10 +112,10 @@ def _as_table(parts) -> pa.Table:
   """The grouped values (Arrow IPC bytes, or rows) as one table sorted by key."""
   parts = list(parts)
   schema = tables.arrow_schema(tables.EVENTS)
-  arrow = [pa.ipc.open_stream(p).read_all() for p in parts if isinstance(p, bytes)]
+  arrow = [read_arrow_ipc(p) for p in parts if isinstance(p, bytes)]
   rows = [r for p in parts if not isinstance(p, bytes) for r in p]
   if rows:
-    arrow.append(pa.Table.from_pylist(rows, schema=schema))
+    arrow.append(rows_to_table(tables.EVENTS, rows))
   table = pa.concat_tables(arrow) if arrow else schema.empty_table()
   return table.sort_by('idempotency_key')
 
