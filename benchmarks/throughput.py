@@ -8,8 +8,8 @@ records of every kind), runs the pipeline as users run it
 (`python -m pipelines.analytics`, FnApiRunner, optionally two worker processes),
 then the plain-Python job on the same files, and prints records per second,
 seconds, peak RSS, the time per step (the pipeline's from Beam's sampled
-execution-time metrics, the plain job's measured) and the ratio. The ratio is the figure that holds on a noisy
-machine. Both runs' counts are checked equal.
+execution-time metrics, the plain job's measured) and the ratio. The ratio is
+the figure that holds on a noisy machine. Both runs' counts are checked equal.
 """
 import argparse
 import datetime

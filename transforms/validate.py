@@ -100,12 +100,12 @@ def _fast_check(spec, path):
   halves the cost of validation.
   """
   kind, minimum = spec.avro_type, spec.minimum
+  low = spec.min_length or 0  # string lengths
+  high = spec.max_length if spec.max_length is not None else float('inf')
 
   def slow(value, times):
     return check_value(spec, value, path, times)
   if kind == 'string' and spec.fmt is None:
-    low = spec.min_length or 0
-    high = spec.max_length if spec.max_length is not None else float('inf')
     match = _pattern(spec.pattern).fullmatch if spec.pattern else None
 
     def check(value, times):
@@ -115,8 +115,6 @@ def _fast_check(spec, path):
       return slow(value, times)
     return check
   if kind == 'string' and spec.fmt == 'rfc3339' and spec.pattern is None:
-    low = spec.min_length or 0
-    high = spec.max_length if spec.max_length is not None else float('inf')
     name = spec.name
 
     def check(value, times):
@@ -129,10 +127,10 @@ def _fast_check(spec, path):
       return slow(value, times)
     return check
   if kind == 'long':
-    low = _INT64[0] if minimum is None else max(_INT64[0], minimum)
+    least = _INT64[0] if minimum is None else max(_INT64[0], minimum)
 
     def check(value, times):
-      if type(value) is int and low <= value <= _INT64[1]:
+      if type(value) is int and least <= value <= _INT64[1]:
         return value
       return slow(value, times)
     return check
