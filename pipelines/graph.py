@@ -19,6 +19,7 @@ from pipelines.options import AnalyticsOptions, HotSink, lookup_settings
 from schemas import tables
 from schemas.rows import dead_letter_row, event_row, events_table
 from transforms import batched
+from transforms.batched_views import BatchedViews
 from transforms.cold_sink import WriteColdParquet
 from transforms.dead_letters import CollectDeadLetters
 from transforms.decode import DEAD_LETTERS, DecodeAndValidate
@@ -181,15 +182,15 @@ def _batched(pipeline, options, source, store_factory):
     events = unique | 'Enrich' >> EnrichFromSideInput(
         _profiles(pipeline, opts), batched=True)
   to_duckdb = HotSink(opts.hot_sink).kind == 'duckdb'
-  view_rows = events | 'WindowedViews' >> batched.BatchedViews(arrow=to_duckdb)
-  if not to_duckdb:
-    event_rows = events | 'EventRows' >> beam.Map(
-        lambda b, to_row: batched.Batch([to_row(e) for e in b]),
-        _row_maker(opts)).with_output_types(batched.Batch)
-  else:
+  view_rows = events | 'WindowedViews' >> BatchedViews(arrow=to_duckdb)
+  if to_duckdb:
     # One Arrow table per batch, shared by the staging and cold files.
     event_rows = events | 'EventRows' >> beam.Map(
         lambda b: events_table(b, utcnow())).with_output_types(pa.Table)
+  else:
+    event_rows = events | 'EventRows' >> beam.Map(
+        lambda b, to_row: batched.Batch([to_row(e) for e in b]),
+        _row_maker(opts)).with_output_types(batched.Batch)
   return events, letters, event_rows, view_rows
 
 

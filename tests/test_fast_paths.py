@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from schemas import rows, tables
 from schemas.records import Event, RawRecord
 from tests.helpers import as_json, envelope
-from transforms import batched, cold_sink, parsing, timestamps, views
+from transforms import (batched, batched_views, cold_sink, parsing, timestamps,
+                        views)
 from transforms.enrich import apply_profile
 from transforms.profiles import Profile
 from transforms.decode import decode_and_validate
@@ -253,7 +254,7 @@ def test_batched_partials_equal_the_view_functions(specs):
     events.append(event._replace(
         user_id='user-%d' % user,
         event_time=views.from_micros(1709251200 * 10 ** 6 + offset_us)))
-  partials = {name: batch.items[0] for name, batch in batched._partials(events)}
+  partials = {name: batch.items[0] for name, batch in batched_views._partials(events)}
   expected = _partials_by_the_pure_functions(events)
   for spec in views.VIEWS:
     if not spec.counts_users:  # the batched path keeps no users there
@@ -262,9 +263,9 @@ def test_batched_partials_equal_the_view_functions(specs):
   assert partials == expected
   # Merged in two halves, they equal the whole batch's partials.
   half = len(events) // 2
-  merge = batched._MergePartials()
-  for name, batch in batched._partials(events[:half]):
-    other = dict(batched._partials(events[half:]))[name]
+  merge = batched_views._MergePartials()
+  for name, batch in batched_views._partials(events[:half]):
+    other = dict(batched_views._partials(events[half:]))[name]
     merged = merge.extract_output(merge.merge_accumulators([batch, other]))
     assert merged == expected[name]
 
@@ -280,7 +281,7 @@ def test_enrichment_sets_only_tier_and_region():
 def test_view_tables_equal_the_rows_view_row_gives():
   events = _events(40)
   now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
-  for name, batch in batched._partials(events):
+  for name, batch in batched_views._partials(events):
     spec = {s.name: s for s in views.VIEWS}[name]
     accumulators = batch.items[0]
     expected = rows_to_table(tables.TABLES[name], [
