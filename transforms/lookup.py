@@ -24,6 +24,8 @@ import logging
 import time
 from typing import NamedTuple, Optional
 
+import typing
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.enrichment import Enrichment, EnrichmentSourceHandler
@@ -241,6 +243,9 @@ class EnrichWithLookups(beam.PTransform):
         | 'Lookup' >> Enrichment(
             self._handler, join_fn=lambda event, answer: (event, answer),
             timeout=self._settings.call_budget_s(), throttler=None)
+        # Declared: inferred from `process` it is a Union holding `Event`,
+        # and Beam then tries (at random, by set order) to make a schema of
+        # `Event`, which fails on its dict field.
         | 'CountAndRoute' >> beam.ParDo(
-            _CountAndRouteFn(self._settings.fallback)).with_outputs(
-                ENRICHMENT_FAILED_TAG, main='events'))
+            _CountAndRouteFn(self._settings.fallback)).with_output_types(
+                typing.Any).with_outputs(ENRICHMENT_FAILED_TAG, main='events'))
