@@ -82,14 +82,17 @@ def main(argv=None):
     print('the job failed (%d)' % job.returncode)
     return 1
   peak = max(rss for _, rss in samples)
-  # RSS at each quarter of the run (the nearest sample), to show its shape.
-  quarters = [min(samples, key=lambda s: abs(s[0] - seconds * q / 4))[1]
-              for q in (1, 2, 3, 4)]
+  # RSS at each quarter and each tenth of the run (the nearest sample), to
+  # show its shape.
+  quarters, tenths = ([min(samples, key=lambda s: abs(s[0] - seconds * q / n))[1]
+                       for q in range(1, n + 1)] for n in (4, 10))
   print(summary.splitlines()[-1])
   print('soak: %d records in %.0f s = %.0f records/s; peak RSS %.0f MB; RSS at '
         'each quarter of the run: %s MB' % (
             manifest['records'], seconds, manifest['records'] / seconds, peak,
             ', '.join('%.0f' % q for q in quarters)))
+  print('RSS at each tenth of the run: %s MB' % ', '.join(
+      '%.0f' % t for t in tenths))
   verify = subprocess.run([sys.executable, '-m', 'pipelines.verify', '--hot_sink',
                            'duckdb:' + db, '--cold_path', os.path.join(out, 'cold')],
                           capture_output=True, text=True)

@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from schemas.masking import parse_fields
 from schemas.registry import load_registry
+from transforms.duckdb_sink import MEMORY_LIMIT_PATTERN
 
 __all__ = ['UsageError', 'CommandFailure', 'HotSink', 'check_values',
            'message_source', 'run_command', 'PATTERNS']
@@ -25,6 +26,7 @@ PATTERNS = {
         r'projects/[a-z][a-z0-9-]{4,29}/subscriptions/[A-Za-z][\w.~+%-]{2,254}',
     'input_topic': r'projects/[a-z][a-z0-9-]{4,29}/topics/[A-Za-z][\w.~+%-]{2,254}',
     'kafka_bootstrap': r'[\w.-]+:[0-9]+(,[\w.-]+:[0-9]+)*',
+    'memory_limit': MEMORY_LIMIT_PATTERN,
 }
 
 
@@ -178,6 +180,9 @@ def check_values(opts, needs_input=True):
     raise UsageError('--read_batch_size: must be >= 1, got %d' % opts.read_batch_size)
   if opts.batch_size < 1:
     raise UsageError('--batch_size: must be >= 1, got %d' % opts.batch_size)
+  if not re.fullmatch(PATTERNS['memory_limit'], opts.duckdb_memory_limit):
+    raise UsageError('--duckdb_memory_limit: expected a size such as 1GB or '
+                     '512MB, got %r' % opts.duckdb_memory_limit)
 
 
 def _check_registry(path):

@@ -76,7 +76,8 @@ def _hot_sink(opts, streaming, fast):
         max_batch_size=min(opts.batch_size, 5000), streaming=streaming,
         prebatched=fast, mask_fields=parse_fields(opts.mask_fields))
   return WriteToDuckDB(hot.target, max_batch_size=opts.batch_size,
-                       streaming=streaming, prebatched=fast)
+                       streaming=streaming, prebatched=fast,
+                       memory_limit=opts.duckdb_memory_limit)
 
 
 def _enrich(pipeline, opts, events, store_factory):

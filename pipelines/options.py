@@ -190,6 +190,11 @@ class AnalyticsOptions(PipelineOptions):
         '--batch_size', type=int, default=50000,
         help='Rows per staging file written to the hot warehouse at most. '
         'Default: 50000.')
+    parser.add_argument(
+        '--duckdb_memory_limit', default='1GB',
+        help='Memory the DuckDB commit may use (DuckDB\'s memory_limit); past '
+        'it DuckDB spills to <warehouse>.tmp, so a large run\'s single commit '
+        'stays bounded, a little slower. Default: 1GB.')
 
 
 def _option_parser():

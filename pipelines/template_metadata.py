@@ -19,6 +19,7 @@ _SPECIAL = {
     'profiles': r'^(bigquery:%s|[^\s]+)$' % PATTERNS['bigquery_table'],
     'redis_url': '^%s$' % PATTERNS['redis_url'],
     'bigquery_endpoint': '^%s$' % PATTERNS['bigquery_endpoint'],
+    'duckdb_memory_limit': '^%s$' % PATTERNS['memory_limit'],
     'registry': r'^[^\s]+\.json$',
     'mask_fields': r'^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(,[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)*$',
     'input_subscription': '^%s$' % PATTERNS['input_subscription'],

@@ -92,6 +92,7 @@ def test_multi_process_run_loses_and_doubles_nothing(sample, tmp_path):
     ('--dedup_ttl', ['--dedup_ttl=-5']),
     ('--hot_sink', ['--hot_sink', 'sqlite:x.db']),
     ('--profiles', ['--profiles', '/nonexistent/profiles.jsonl']),
+    ('--duckdb_memory_limit', ['--duckdb_memory_limit', 'lots']),
     ('--inptu', ['--inptu', 'x']),
 ])
 def test_bad_flag_stops_before_start_naming_the_flag(sample, tmp_path, flag, args):

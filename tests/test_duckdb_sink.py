@@ -84,3 +84,33 @@ def test_same_key_staged_twice_keeps_one_row(tmp_path):
   a = write_staging_file(staging, tables.EVENTS, rows)
   b = write_staging_file(staging, tables.EVENTS, rows[:1])
   assert commit_staged(db, [('events', a), ('events', b)]) == {'events': (3, 2)}
+
+
+def test_memory_limit_bounds_the_commit_and_keeps_its_rows(tmp_path):
+  rows = _event_rows(3000)
+  staged = {}
+  for name in ('free', 'bounded', 'starved'):
+    staged[name] = write_staging_file(str(tmp_path / name), tables.EVENTS, rows)
+  assert commit_staged(str(tmp_path / 'free.duckdb'),
+                       [('events', staged['free'])]) == {'events': (3000, 3000)}
+  bounded = str(tmp_path / 'bounded.duckdb')
+  assert commit_staged(bounded, [('events', staged['bounded'])],
+                       memory_limit='16MB') == {'events': (3000, 3000)}
+  select = 'SELECT * FROM events ORDER BY idempotency_key'
+  with duckdb.connect(str(tmp_path / 'free.duckdb'), read_only=True) as a, \
+      duckdb.connect(bounded, read_only=True) as b:
+    assert a.execute(select).fetchall() == b.execute(select).fetchall()
+  # The limit is applied: too little memory fails the commit, which then
+  # writes nothing and keeps its staging file for the retry.
+  starved = str(tmp_path / 'starved.duckdb')
+  with pytest.raises(duckdb.OutOfMemoryException):
+    commit_staged(starved, [('events', staged['starved'])], memory_limit='1KB')
+  assert _count(starved, 'events') == 0 and os.path.exists(staged['starved'])
+
+
+def test_memory_limit_must_be_a_size(tmp_path):
+  path = write_staging_file(str(tmp_path), tables.EVENTS, _event_rows(1))
+  with pytest.raises(ValueError, match='memory_limit'):
+    commit_staged(str(tmp_path / 'w.duckdb'), [('events', path)],
+                  memory_limit="1GB'; DROP TABLE events; --")
+  assert os.path.exists(path) and not os.path.exists(tmp_path / 'w.duckdb')
