@@ -183,15 +183,17 @@ def _batched(pipeline, options, source, store_factory):
     events = unique | 'Enrich' >> EnrichFromSideInput(
         _profiles(pipeline, opts), batched=True)
   to_duckdb = HotSink(opts.hot_sink).kind == 'duckdb'
-  view_rows = events | 'WindowedViews' >> BatchedViews(arrow=to_duckdb)
   if to_duckdb:
-    # One Arrow table per batch, shared by the staging and cold files.
+    # One Arrow table per batch, shared by the staging and cold files and
+    # read by the views.
     event_rows = events | 'EventRows' >> beam.Map(
         lambda b: events_table(b, utcnow())).with_output_types(pa.Table)
+    view_rows = event_rows | 'WindowedViews' >> BatchedViews(arrow=True)
   else:
     event_rows = events | 'EventRows' >> beam.Map(
         lambda b, to_row: batched.Batch([to_row(e) for e in b]),
         _row_maker(opts)).with_output_types(batched.Batch)
+    view_rows = events | 'WindowedViews' >> BatchedViews(arrow=False)
   return events, letters, event_rows, view_rows
 
 

@@ -7,14 +7,15 @@ generated input made to hit the differences: repeated keys, colons in keys and
 strings, integers past 64 bits, huge and tiny floats, escapes, deep nesting,
 Unicode, impossible dates. The batched path's Arrow `events` tables equal the
 rows `event_row` gives, and the cold tier groups them the same way; its
-written-out view partials, view tables, payload JSON, enrichment and dedup
-key set equal what the plain functions give.
+Arrow view rows (any batches, times before and after 1970), payload JSON,
+enrichment and dedup key set equal what the plain functions give.
 """
 import datetime
 import json
 import math
 
 import orjson
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -243,31 +244,116 @@ def _partials_by_the_pure_functions(events):
   return result
 
 
+NOW = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
+
+
+def _view_rows_by_the_pure_functions(events):
+  """{view name: Arrow table of its rows} by `views.view_row`, sorted."""
+  result = {}
+  for name, accumulators in _partials_by_the_pure_functions(events).items():
+    spec = {s.name: s for s in views.VIEWS}[name]
+    result[name] = rows_to_table(tables.TABLES[name], [
+        views.view_row(spec, start, key, acc, 'ON_TIME', NOW)
+        for (start, key), acc in sorted(accumulators.items())])
+  return result
+
+
+def _view_rows_by_arrow(*batches):
+  """{view name: its rows}: each batch's partials merged, as the combiner
+  (lifted, then merged) does."""
+  merge = batched_views._MergePartials()
+  accumulators = {}
+  for batch in batches:
+    inputs = batched_views.view_inputs(batch)
+    for name, partial in batched_views.partials(inputs):
+      acc = accumulators.get(name, merge.create_accumulator())
+      accumulators[name] = merge.add_input(acc, partial)
+  specs = {s.name: s for s in views.VIEWS}
+  return {name: batched_views.view_rows(
+              specs[name], merge.extract_output(merge.merge_accumulators(
+                  [merge.create_accumulator(), acc])), 'ON_TIME', NOW)
+          for name, acc in accumulators.items()}
+
+
 @SETTINGS
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3),
-                          st.integers(0, 3 * 3600 * 10 ** 6)), max_size=40))
-def test_batched_partials_equal_the_view_functions(specs):
+                          st.integers(-3 * 3600 * 10 ** 6, 3 * 3600 * 10 ** 6)),
+                min_size=1, max_size=40),
+       st.integers(0, 40))
+def test_arrow_view_rows_equal_the_view_functions(specs, cut):
+  """Any events, before or after the epoch, cut into two batches anywhere."""
   base = _events(3)
   events = []
   for type_index, user, offset_us in specs:
     event = base[type_index]
     events.append(event._replace(
         user_id='user-%d' % user,
-        event_time=views.from_micros(1709251200 * 10 ** 6 + offset_us)))
-  partials = {name: batch.items[0] for name, batch in batched_views._partials(events)}
-  expected = _partials_by_the_pure_functions(events)
-  for spec in views.VIEWS:
-    if not spec.counts_users:  # the batched path keeps no users there
-      for acc in expected[spec.name].values():
-        acc[2] = None
-  assert partials == expected
-  # Merged in two halves, they equal the whole batch's partials.
-  half = len(events) // 2
-  merge = batched_views._MergePartials()
-  for name, batch in batched_views._partials(events[:half]):
-    other = dict(batched_views._partials(events[half:]))[name]
-    merged = merge.extract_output(merge.merge_accumulators([batch, other]))
-    assert merged == expected[name]
+        event_time=views.from_micros(offset_us + (
+            1709251200 * 10 ** 6 if offset_us % 2 else 0))))
+  expected = _view_rows_by_the_pure_functions(events)
+  batches = [events[:cut], events[cut:]] if 0 < cut < len(events) else [events]
+  got = _view_rows_by_arrow(*batches)
+  assert got.keys() == expected.keys()
+  for name in expected:
+    assert got[name].equals(expected[name]), name
+
+
+def test_arrow_view_rows_over_many_batches_are_compacted_exactly(monkeypatch):
+  monkeypatch.setattr(batched_views, '_COMPACT_CHUNKS', 2)
+  events = _events(60)
+  expected = _view_rows_by_the_pure_functions(events)
+  got = _view_rows_by_arrow(*[events[i:i + 7] for i in range(0, 60, 7)])
+  for name in expected:
+    assert expected[name].num_rows > 0
+    assert got[name].equals(expected[name]), name
+
+
+def test_arrow_view_rows_of_the_events_table_equal_those_of_the_events():
+  events = _events(40)
+  from_table = batched_views.partials(rows.events_table(events, NOW))
+  from_events = batched_views.partials(batched_views.view_inputs(events))
+  assert [(n, t.to_pylist()) for n, t in from_table] == \
+      [(n, t.to_pylist()) for n, t in from_events]
+
+
+def test_windows_of_uneven_period_hold_each_time_once():
+  spec = views.ViewSpec('uneven', 100, 30, lambda e: (e.tenant_id,),
+                        ('tenant_id',))
+  times = [-10 ** 8 - 1, -1, 0, 1, 29999999, 30000000, 10 ** 8 + 7]
+  inputs = pa.table({
+      'event_time': pa.array(times, pa.int64()).cast(pa.timestamp('us', 'UTC')),
+      'tenant_id': ['t'] * len(times)})
+  windowed = batched_views._windowed(inputs, spec)
+  got = sorted(zip(windowed.column('t').to_pylist(),
+                   windowed.column('window_start').to_pylist()))
+  assert got == sorted((t, s) for t in times
+                       for s in views.window_starts(t, 100, 30))
+
+
+def test_view_rows_sort_keys_as_python_does():
+  names = ['z', 'Z', 'é', 'e', '😀', 'ａ', 'a\u0301', '']
+  base = _events(1)[0]
+  events = [base._replace(tenant_id=tenant, user_id=user,
+                          event_time=views.from_micros(start + 5))
+            for start in (3600 * 10 ** 6, 0)
+            for tenant in names[:3] for user in names]
+  expected = _view_rows_by_the_pure_functions(events)
+  got = _view_rows_by_arrow(events)
+  for name in expected:
+    assert got[name].equals(expected[name]), name
+
+
+def test_view_rows_as_dicts_for_the_bigquery_sink():
+  events = _events(20)
+  spec = views.VIEWS[0]
+  table = _view_rows_by_arrow(events)[spec.name]
+  accumulators = _partials_by_the_pure_functions(events)[spec.name]
+  assert table.to_pylist() == [
+      views.view_row(spec, start, key, acc, 'ON_TIME', NOW)
+      for (start, key), acc in sorted(accumulators.items())]
+  empty = batched_views.view_rows(spec, pa.table({}), 'ON_TIME', NOW)
+  assert empty.num_rows == 0 and empty.schema == tables.arrow_schema(
+      tables.TABLES[spec.name])
 
 
 def test_enrichment_sets_only_tier_and_region():
@@ -276,35 +362,6 @@ def test_enrichment_sets_only_tier_and_region():
   assert enriched == event._replace(user_tier='gold', user_region='eu')
   assert apply_profile(event, None) == event._replace(
       user_tier='unknown', user_region='unknown')
-
-
-def test_view_tables_equal_the_rows_view_row_gives():
-  events = _events(40)
-  now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
-  for name, batch in batched_views._partials(events):
-    spec = {s.name: s for s in views.VIEWS}[name]
-    accumulators = batch.items[0]
-    expected = rows_to_table(tables.TABLES[name], [
-        views.view_row(spec, start, key, acc, 'ON_TIME', now)
-        for (start, key), acc in sorted(accumulators.items())])
-    table = views.view_table(spec, accumulators, 'ON_TIME', now)
-    assert table.num_rows == len(accumulators) > 0
-    assert table.equals(expected), name
-  empty = views.view_table(views.VIEWS[0], {}, 'ON_TIME', now)
-  assert empty.num_rows == 0
-
-
-def test_view_tables_sort_keys_as_python_does():
-  spec = views.VIEWS[0]  # user_activity_hourly: (tenant_id, user_id)
-  names = ['z', 'Z', 'é', 'e', '😀', 'ａ', 'a\u0301', '']
-  accumulators = {(start, (tenant, user)): [1, start + 5, None]
-                  for start in (3600 * 10 ** 6, 0)
-                  for tenant in names[:3] for user in names}
-  now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
-  expected = rows_to_table(tables.TABLES[spec.name], [
-      views.view_row(spec, start, key, acc, 'ON_TIME', now)
-      for (start, key), acc in sorted(accumulators.items())])
-  assert views.view_table(spec, accumulators, 'ON_TIME', now).equals(expected)
 
 
 def test_the_batched_path_raises_the_gc_thresholds_once_never_lowers():

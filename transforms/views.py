@@ -7,12 +7,8 @@ Pure functions, no Beam: `window_starts` aligns windows to the UTC epoch, each
 import datetime
 from typing import Callable, NamedTuple, Tuple
 
-import pyarrow as pa
-
-from schemas import tables
-
 __all__ = ['ViewSpec', 'VIEWS', 'window_starts', 'micros', 'from_micros',
-           'new_accumulator', 'add_event', 'merge', 'view_row', 'view_table']
+           'new_accumulator', 'add_event', 'merge', 'view_row']
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -76,7 +72,7 @@ def merge(accs):
 
 
 # The value columns of each view's row, from its accumulator (timestamps as
-# micros): one definition for `view_row` and `view_table`.
+# micros).
 _VALUE_COLUMNS = {
     'user_activity_hourly': (('event_count', lambda acc: acc[0]),
                              ('last_event_time', lambda acc: acc[1])),
@@ -98,36 +94,3 @@ def view_row(spec: ViewSpec, window_start_us: int, key, acc, pane_timing,
   row['pane_timing'] = pane_timing
   row['updated_at'] = updated_at
   return row
-
-
-def view_table(spec: ViewSpec, accumulators: dict, pane_timing,
-               updated_at) -> pa.Table:
-  """The rows of {(window_start, key): accumulator}, sorted by window and
-  key, as one Arrow table: the values `view_row` gives (a test compares
-  them), built column by column and sorted by Arrow (a view can have as many
-  rows as there are events)."""
-  schema = tables.arrow_schema(tables.TABLES[spec.name])
-  size_us = spec.size_s * 1000000
-  windows = list(accumulators)
-  accs = list(accumulators.values())
-  starts = [start for start, _ in windows]
-  columns = {'window_start': starts,
-             'window_end': [start + size_us for start in starts],
-             'pane_timing': [pane_timing] * len(windows),
-             'updated_at': [updated_at] * len(windows)}
-  for i, name in enumerate(spec.key_columns):
-    columns[name] = [key[i] for _, key in windows]
-  for name, value_of in _VALUE_COLUMNS[spec.name]:
-    columns[name] = [value_of(acc) for acc in accs]
-  arrays = []
-  for field in schema:
-    data = columns[field.name]
-    if pa.types.is_timestamp(field.type) and field.name != 'updated_at':
-      arrays.append(pa.array(data, pa.int64()).cast(field.type))
-    else:
-      arrays.append(pa.array(data, type=field.type))
-  table = pa.Table.from_arrays(arrays, schema=schema)
-  # Python's order of (start, key) tuples: strings by code point, which is
-  # UTF-8 byte order, Arrow's.
-  return table.sort_by([(name, 'ascending')
-                        for name in ('window_start',) + spec.key_columns])
