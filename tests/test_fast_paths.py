@@ -299,10 +299,18 @@ def test_arrow_view_rows_equal_the_view_functions(specs, cut):
 
 
 def test_arrow_view_rows_over_many_batches_are_compacted_exactly(monkeypatch):
-  monkeypatch.setattr(batched_views, '_COMPACT_CHUNKS', 2)
+  regrouped = []
+  regroup = batched_views._regroup
+
+  def counted(table):
+    regrouped.append(table.num_rows)
+    return regroup(table)
+  monkeypatch.setattr(batched_views, '_regroup', counted)
   events = _events(60)
   expected = _view_rows_by_the_pure_functions(events)
   got = _view_rows_by_arrow(*[events[i:i + 7] for i in range(0, 60, 7)])
+  # Grouped again along the way (each view once at the end, and more).
+  assert len(regrouped) > len(expected)
   for name in expected:
     assert expected[name].num_rows > 0
     assert got[name].equals(expected[name]), name

@@ -34,8 +34,6 @@ _INPUT_COLUMNS = ('event_time', 'tenant_id', 'user_id', 'event_type')
 _INPUT_SCHEMA = pa.schema([
     ('event_time', pa.timestamp('us', tz='UTC')), ('tenant_id', pa.string()),
     ('user_id', pa.string()), ('event_type', pa.string())])
-# Partial aggregates are grouped again at most after this many batches.
-_COMPACT_CHUNKS = 64
 
 
 def view_inputs(events) -> pa.Table:
@@ -100,9 +98,9 @@ def _regroup(table):
 
 
 class _MergePartials(beam.CombineFn):
-  """Concatenates one view's partial tables; groups them again every
-  `_COMPACT_CHUNKS` batches. The accumulator is one Arrow table (a table with
-  no columns before the first partial)."""
+  """Concatenates one view's partial tables; groups them again whenever
+  their new rows outnumber the grouped ones. The accumulator is one Arrow
+  table (a table with no columns before the first partial)."""
 
   def create_accumulator(self):
     return pa.table({})
@@ -120,10 +118,11 @@ class _MergePartials(beam.CombineFn):
     merged = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     chunks = merged.column(0).chunks
     # Grouped again when the partials added since the last grouping (every
-    # chunk after the first) outnumber its rows: each row is grouped again
-    # a few times at most, however many batches come.
-    if len(chunks) > _COMPACT_CHUNKS or (
-        len(chunks) > 1 and merged.num_rows > 2 * len(chunks[0])):
+    # chunk after the first) outnumber its rows: each row is grouped again a
+    # few times at most, however many batches come. (Grouping every N
+    # batches instead regrouped a view of millions of rows, which distinct
+    # users do not shrink, again and again: 13 s of a 2,000,000-event soak.)
+    if len(chunks) > 1 and merged.num_rows > 2 * len(chunks[0]):
       merged = _regroup(merged)
     return merged
 
