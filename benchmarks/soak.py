@@ -50,6 +50,13 @@ def tree_rss_mb(pid) -> float:
   return total / 1024
 
 
+def _rss_at(samples, seconds, parts):
+  """RSS at the end of each of `parts` equal parts of the run (the nearest
+  (time, RSS) sample), to show its shape."""
+  return [min(samples, key=lambda s: abs(s[0] - seconds * i / parts))[1]
+          for i in range(1, parts + 1)]
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--events', type=int, default=2000000)
@@ -82,10 +89,7 @@ def main(argv=None):
     print('the job failed (%d)' % job.returncode)
     return 1
   peak = max(rss for _, rss in samples)
-  # RSS at each quarter and each tenth of the run (the nearest sample), to
-  # show its shape.
-  quarters, tenths = ([min(samples, key=lambda s: abs(s[0] - seconds * q / n))[1]
-                       for q in range(1, n + 1)] for n in (4, 10))
+  quarters, tenths = _rss_at(samples, seconds, 4), _rss_at(samples, seconds, 10)
   print(summary.splitlines()[-1])
   print('soak: %d records in %.0f s = %.0f records/s; peak RSS %.0f MB; RSS at '
         'each quarter of the run: %s MB' % (

@@ -64,8 +64,8 @@ def main(argv=None):
     data = os.path.join(work, 'data')
     manifest = generate(data, events=args.events, users=500, tenants=5, files=4)
     records = manifest['records']
-    beam_s, summary, steps = _pipeline(data, os.path.join(work, 'beam'), args.workers,
-                                args.execution)
+    beam_s, summary, steps = _pipeline(
+        data, os.path.join(work, 'beam'), args.workers, args.execution)
     beam_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     start = time.perf_counter()
     times, counts = run_plain(

@@ -1,4 +1,5 @@
-"""Builders shared by the tests: valid envelopes, JSON and Avro encodings, options."""
+"""Builders shared by the tests: valid envelopes, JSON and Avro encodings,
+options, decoded sample events."""
 import copy
 import io
 import json
@@ -7,7 +8,9 @@ import fastavro
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from schemas.keys import business_id, idempotency_key
+from schemas.records import Event, RawRecord
 from schemas.registry import default_registry
+from transforms.decode import decode_and_validate
 from transforms.parsing import frame_wire
 
 _PAYLOADS = {
@@ -86,3 +89,21 @@ def newest_profile_rows(path):
       if key not in newest or row['updated_at'] > newest[key]['updated_at']:
         newest[key] = row
   return newest
+
+
+def sample_events(count=60):
+  """Valid events of every type, some with non-ASCII payload text."""
+  result = []
+  for i in range(count):
+    event_type = ('page_view', 'click', 'purchase')[i % 3]
+    record = envelope(event_type, tenant_id='tenant-%d' % (i % 3),
+                      ingested_at='2024-03-0%dT23:59:59.99999%dZ' % (
+                          1 + i % 2, i % 10),
+                      event_time='2024-03-01T23:58:%02dZ' % (i % 60),
+                      payload__user_id='user-%d' % i)
+    if event_type == 'page_view':
+      record['payload']['url'] = '/é/%d/😀' % i
+    event, _ = decode_and_validate(RawRecord(as_json(record), 'f:%d' % i))
+    assert isinstance(event, Event), event
+    result.append(event._replace(user_tier=('gold', 'unknown')[i % 2]))
+  return result

@@ -7,26 +7,22 @@ generated input made to hit the differences: repeated keys, colons in keys and
 strings, integers past 64 bits, huge and tiny floats, escapes, deep nesting,
 Unicode, impossible dates. The batched path's Arrow `events` tables equal the
 rows `event_row` gives, and the cold tier groups them the same way; its
-Arrow view rows (any batches, times before and after 1970), payload JSON,
-enrichment and dedup key set equal what the plain functions give.
+payload JSON, enrichment and dedup key set equal what the plain functions
+give. (Its Arrow views: `test_batched_views.py`.)
 """
 import datetime
 import json
 import math
 
 import orjson
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from schemas import rows, tables
-from schemas.records import Event, RawRecord
-from tests.helpers import as_json, envelope
-from transforms import (batched, batched_views, cold_sink, parsing, timestamps,
-                        views)
+from tests.helpers import sample_events
+from transforms import batched, cold_sink, parsing, timestamps
 from transforms.enrich import apply_profile
 from transforms.profiles import Profile
-from transforms.decode import decode_and_validate
 from transforms.parsing import Malformed
 from transforms.staging import rows_to_table
 
@@ -188,26 +184,8 @@ def test_payload_json_control_characters_and_separators():
       payload, ensure_ascii=False, separators=(',', ':'))
 
 
-def _events(count=60):
-  """Valid events of every type, some with non-ASCII payload text."""
-  result = []
-  for i in range(count):
-    event_type = ('page_view', 'click', 'purchase')[i % 3]
-    record = envelope(event_type, tenant_id='tenant-%d' % (i % 3),
-                      ingested_at='2024-03-0%dT23:59:59.99999%dZ' % (
-                          1 + i % 2, i % 10),
-                      event_time='2024-03-01T23:58:%02dZ' % (i % 60),
-                      payload__user_id='user-%d' % i)
-    if event_type == 'page_view':
-      record['payload']['url'] = '/é/%d/😀' % i
-    event, _ = decode_and_validate(RawRecord(as_json(record), 'f:%d' % i))
-    assert isinstance(event, Event), event
-    result.append(event._replace(user_tier=('gold', 'unknown')[i % 2]))
-  return result
-
-
 def test_events_table_equals_the_rows_event_row_gives():
-  events = _events()
+  events = sample_events()
   now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
   expected = rows_to_table(tables.EVENTS, [rows.event_row(e, now) for e in events])
   assert rows.events_table(events, now).equals(expected)
@@ -215,7 +193,7 @@ def test_events_table_equals_the_rows_event_row_gives():
 
 
 def test_cold_groups_of_a_table_equal_those_of_its_rows():
-  events = _events()
+  events = sample_events()
   now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
   def groups(element):
     return {key: cold_sink._as_table([data]).to_pylist()
@@ -229,143 +207,8 @@ def test_cold_groups_of_a_table_equal_those_of_its_rows():
             for r in group} == {(date, tenant)}
 
 
-def _partials_by_the_pure_functions(events):
-  result = {spec.name: {} for spec in views.VIEWS}
-  for event in events:
-    t = views.micros(event.event_time)
-    for spec in views.VIEWS:
-      table = result[spec.name]
-      key = spec.key(event)
-      for start in views.window_starts(t, spec.size_s, spec.period_s):
-        acc = table.get((start, key))
-        if acc is None:
-          acc = table[(start, key)] = views.new_accumulator()
-        views.add_event(acc, t, event.user_id)
-  return result
-
-
-NOW = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
-
-
-def _view_rows_by_the_pure_functions(events):
-  """{view name: Arrow table of its rows} by `views.view_row`, sorted."""
-  result = {}
-  for name, accumulators in _partials_by_the_pure_functions(events).items():
-    spec = {s.name: s for s in views.VIEWS}[name]
-    result[name] = rows_to_table(tables.TABLES[name], [
-        views.view_row(spec, start, key, acc, 'ON_TIME', NOW)
-        for (start, key), acc in sorted(accumulators.items())])
-  return result
-
-
-def _view_rows_by_arrow(*batches):
-  """{view name: its rows}: each batch's partials merged, as the combiner
-  (lifted, then merged) does."""
-  merge = batched_views._MergePartials()
-  accumulators = {}
-  for batch in batches:
-    inputs = batched_views.view_inputs(batch)
-    for name, partial in batched_views.partials(inputs):
-      acc = accumulators.get(name, merge.create_accumulator())
-      accumulators[name] = merge.add_input(acc, partial)
-  specs = {s.name: s for s in views.VIEWS}
-  return {name: batched_views.view_rows(
-              specs[name], merge.extract_output(merge.merge_accumulators(
-                  [merge.create_accumulator(), acc])), 'ON_TIME', NOW)
-          for name, acc in accumulators.items()}
-
-
-@SETTINGS
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3),
-                          st.integers(-3 * 3600 * 10 ** 6, 3 * 3600 * 10 ** 6)),
-                min_size=1, max_size=40),
-       st.integers(0, 40))
-def test_arrow_view_rows_equal_the_view_functions(specs, cut):
-  """Any events, before or after the epoch, cut into two batches anywhere."""
-  base = _events(3)
-  events = []
-  for type_index, user, offset_us in specs:
-    event = base[type_index]
-    events.append(event._replace(
-        user_id='user-%d' % user,
-        event_time=views.from_micros(offset_us + (
-            1709251200 * 10 ** 6 if offset_us % 2 else 0))))
-  expected = _view_rows_by_the_pure_functions(events)
-  batches = [events[:cut], events[cut:]] if 0 < cut < len(events) else [events]
-  got = _view_rows_by_arrow(*batches)
-  assert got.keys() == expected.keys()
-  for name in expected:
-    assert got[name].equals(expected[name]), name
-
-
-def test_arrow_view_rows_over_many_batches_are_compacted_exactly(monkeypatch):
-  regrouped = []
-  regroup = batched_views._regroup
-
-  def counted(table):
-    regrouped.append(table.num_rows)
-    return regroup(table)
-  monkeypatch.setattr(batched_views, '_regroup', counted)
-  events = _events(60)
-  expected = _view_rows_by_the_pure_functions(events)
-  got = _view_rows_by_arrow(*[events[i:i + 7] for i in range(0, 60, 7)])
-  # Grouped again along the way (each view once at the end, and more).
-  assert len(regrouped) > len(expected)
-  for name in expected:
-    assert expected[name].num_rows > 0
-    assert got[name].equals(expected[name]), name
-
-
-def test_arrow_view_rows_of_the_events_table_equal_those_of_the_events():
-  events = _events(40)
-  from_table = batched_views.partials(rows.events_table(events, NOW))
-  from_events = batched_views.partials(batched_views.view_inputs(events))
-  assert [(n, t.to_pylist()) for n, t in from_table] == \
-      [(n, t.to_pylist()) for n, t in from_events]
-
-
-def test_windows_of_uneven_period_hold_each_time_once():
-  spec = views.ViewSpec('uneven', 100, 30, lambda e: (e.tenant_id,),
-                        ('tenant_id',))
-  times = [-10 ** 8 - 1, -1, 0, 1, 29999999, 30000000, 10 ** 8 + 7]
-  inputs = pa.table({
-      'event_time': pa.array(times, pa.int64()).cast(pa.timestamp('us', 'UTC')),
-      'tenant_id': ['t'] * len(times)})
-  windowed = batched_views._windowed(inputs, spec)
-  got = sorted(zip(windowed.column('t').to_pylist(),
-                   windowed.column('window_start').to_pylist()))
-  assert got == sorted((t, s) for t in times
-                       for s in views.window_starts(t, 100, 30))
-
-
-def test_view_rows_sort_keys_as_python_does():
-  names = ['z', 'Z', 'é', 'e', '😀', 'ａ', 'a\u0301', '']
-  base = _events(1)[0]
-  events = [base._replace(tenant_id=tenant, user_id=user,
-                          event_time=views.from_micros(start + 5))
-            for start in (3600 * 10 ** 6, 0)
-            for tenant in names[:3] for user in names]
-  expected = _view_rows_by_the_pure_functions(events)
-  got = _view_rows_by_arrow(events)
-  for name in expected:
-    assert got[name].equals(expected[name]), name
-
-
-def test_view_rows_as_dicts_for_the_bigquery_sink():
-  events = _events(20)
-  spec = views.VIEWS[0]
-  table = _view_rows_by_arrow(events)[spec.name]
-  accumulators = _partials_by_the_pure_functions(events)[spec.name]
-  assert table.to_pylist() == [
-      views.view_row(spec, start, key, acc, 'ON_TIME', NOW)
-      for (start, key), acc in sorted(accumulators.items())]
-  empty = batched_views.view_rows(spec, pa.table({}), 'ON_TIME', NOW)
-  assert empty.num_rows == 0 and empty.schema == tables.arrow_schema(
-      tables.TABLES[spec.name])
-
-
 def test_enrichment_sets_only_tier_and_region():
-  event = _events(1)[0]
+  event = sample_events(1)[0]
   enriched = apply_profile(event, Profile('gold', 'eu'))
   assert enriched == event._replace(user_tier='gold', user_region='eu')
   assert apply_profile(event, None) == event._replace(

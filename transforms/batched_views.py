@@ -74,27 +74,33 @@ def _windowed(inputs, spec):
   return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
 
 
-def _aggregate(table, keys, count, last):
+def _aggregate(table, keys, aggregations):
+  """`table` grouped by `keys`; `aggregations` maps each output column to the
+  (input column, Arrow aggregate function) that makes it."""
   grouped = table.group_by(list(keys), use_threads=False).aggregate(
-      [(count[0], count[1]), (last, 'max')])
-  return grouped.rename_columns(
-      ['count' if c == '%s_%s' % count else 'last' if c == last + '_max' else c
-       for c in grouped.column_names])
+      list(aggregations.values()))
+  names = {'%s_%s' % made_by: name for name, made_by in aggregations.items()}
+  return grouped.rename_columns([names.get(c, c) for c in grouped.column_names])
+
+
+# What a partial keeps per group, from the windowed rows and from partials.
+_FROM_ROWS = {'count': ('t', 'count'), 'last': ('t', 'max')}
+_FROM_PARTIALS = {'count': ('count', 'sum'), 'last': ('last', 'max')}
 
 
 def partials(inputs: pa.Table):
   """(view name, partial table) per view for one batch: columns the view's
   group keys, `count` (events) and `last` (latest event time, micros)."""
   return [(spec.name, _aggregate(_windowed(inputs, spec), _group_columns(spec),
-                                 ('t', 'count'), 't'))
+                                 _FROM_ROWS))
           for spec in VIEWS]
 
 
 def _regroup(table):
   """Partials of many batches (one view) as one partial table, one chunk
   (Arrow's grouping returns several, which would count as batches)."""
-  keys = [c for c in table.column_names if c not in ('count', 'last')]
-  return _aggregate(table, keys, ('count', 'sum'), 'last').combine_chunks()
+  keys = [c for c in table.column_names if c not in _FROM_PARTIALS]
+  return _aggregate(table, keys, _FROM_PARTIALS).combine_chunks()
 
 
 class _MergePartials(beam.CombineFn):
@@ -137,10 +143,9 @@ def view_rows(spec, merged: pa.Table, pane_timing, updated_at) -> pa.Table:
   keys = ('window_start',) + spec.key_columns
   if not merged.num_columns or not merged.num_rows:
     return schema.empty_table()
-  if spec.counts_users:
-    merged = merged.group_by(list(keys), use_threads=False).aggregate(
-        [('count', 'sum'), ('last', 'max'), ('user_id', 'count')]).rename_columns(
-            list(keys) + ['count', 'last', 'users'])
+  if spec.counts_users:  # one row per user so far: count them
+    merged = _aggregate(merged, keys, dict(_FROM_PARTIALS,
+                                           users=('user_id', 'count')))
   merged = merged.sort_by([(name, 'ascending') for name in keys])
   starts = merged.column('window_start')
   n = merged.num_rows

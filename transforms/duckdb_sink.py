@@ -236,5 +236,5 @@ class WriteToDuckDB(beam.PTransform):
   def expand(self, rows_by_table):
     return stage_and_commit(
         rows_by_table, lambda name: _StageFn(self._staging_dir, name),
-        _CommitFn(self._db_path, self._memory_limit), self._max_batch_size, self._streaming,
-        self._commit_every_s, self._prebatched)
+        _CommitFn(self._db_path, self._memory_limit), self._max_batch_size,
+        self._streaming, self._commit_every_s, self._prebatched)

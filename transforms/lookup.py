@@ -22,9 +22,7 @@ import collections
 import json
 import logging
 import time
-from typing import NamedTuple, Optional
-
-import typing
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -248,4 +246,4 @@ class EnrichWithLookups(beam.PTransform):
         # `Event`, which fails on its dict field.
         | 'CountAndRoute' >> beam.ParDo(
             _CountAndRouteFn(self._settings.fallback)).with_output_types(
-                typing.Any).with_outputs(ENRICHMENT_FAILED_TAG, main='events'))
+                Any).with_outputs(ENRICHMENT_FAILED_TAG, main='events'))

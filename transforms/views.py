@@ -71,26 +71,19 @@ def merge(accs):
   return result
 
 
-# The value columns of each view's row, from its accumulator (timestamps as
-# micros).
-_VALUE_COLUMNS = {
-    'user_activity_hourly': (('event_count', lambda acc: acc[0]),
-                             ('last_event_time', lambda acc: acc[1])),
-    'event_counts_1m': (('event_count', lambda acc: acc[0]),),
-    'active_users_15m': (('active_users', lambda acc: len(acc[2])),),
-}
-_MICROS_COLUMNS = ('last_event_time',)
-
-
 def view_row(spec: ViewSpec, window_start_us: int, key, acc, pane_timing,
              updated_at) -> dict:
   """The warehouse row of one window and key."""
   row = {'window_start': from_micros(window_start_us),
          'window_end': from_micros(window_start_us + spec.size_s * 1000000)}
   row.update(zip(spec.key_columns, key))
-  for column, value_of in _VALUE_COLUMNS[spec.name]:
-    value = value_of(acc)
-    row[column] = from_micros(value) if column in _MICROS_COLUMNS else value
+  if spec.name == 'user_activity_hourly':
+    row['event_count'] = acc[0]
+    row['last_event_time'] = from_micros(acc[1])
+  elif spec.name == 'event_counts_1m':
+    row['event_count'] = acc[0]
+  else:
+    row['active_users'] = len(acc[2])
   row['pane_timing'] = pane_timing
   row['updated_at'] = updated_at
   return row
