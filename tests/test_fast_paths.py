@@ -229,17 +229,40 @@ def test_the_batched_path_raises_the_gc_thresholds_once_never_lowers():
     gc.set_threshold(*before)
 
 
-def test_key_set_keeps_its_earliest_expiry_without_a_scan():
+def test_key_set_keeps_its_latest_expiry():
   import pickle
   keys = batched.KeySet()
-  assert keys.earliest is None
-  for key, expires in (('a', 50), ('b', 20), ('c', 90), ('d', 20)):
-    keys.add(key, expires)
-    assert keys.earliest == min(keys.expiry.values())
+  assert keys.latest is None
+  for expires in (50, 20, 90, 20):
+    keys.keep_until(expires)
+  keys.keys.update('abc')
+  assert keys.latest == 90
   copy = pickle.loads(pickle.dumps(keys))
-  assert copy.expiry == keys.expiry and copy.earliest == 20
-  keys.drop_expired(20)
-  assert keys.expiry == {'a': 50, 'c': 90} and keys.earliest == 50
-  keys.drop_expired(90)
-  assert keys.expiry == {} and keys.earliest is None
-  assert batched.KeySet({'x': 7, 'y': 3}).earliest == 3
+  assert copy.keys == {'a', 'b', 'c'} and copy.latest == 90
+
+
+def test_batched_dedup_is_exact_over_many_ttls_of_event_time():
+  """Facts over ten days, TTL one hour, every fact sent again in a later
+  batch: each kept once, each retry counted, on the runner users run."""
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.testing.util import assert_that, equal_to
+  from transforms.counters import DUPLICATES
+  from apache_beam.metrics.metric import MetricsFilter
+  import hashlib
+  base = sample_events(1)[0]
+  keys = [hashlib.sha256(b'%d' % i).hexdigest() for i in range(40)]
+  facts = [base._replace(
+      idempotency_key=keys[i],
+      event_time=base.event_time + datetime.timedelta(hours=6 * i))
+      for i in range(40)]
+  batches = [facts[i:i + 7] for i in range(0, 40, 7)] + [facts[::-1]]
+  p = beam.Pipeline('FnApiRunner', options=PipelineOptions())
+  kept = (p | beam.Create([batched.Batch(b) for b in batches])
+          | batched.DedupBatches(ttl_s=3600)
+          | beam.FlatMap(lambda b: [e.idempotency_key for e in b]))
+  assert_that(kept, equal_to(keys))
+  result = p.run()
+  result.wait_until_finish()
+  counted = result.metrics().query(MetricsFilter().with_name(DUPLICATES))
+  assert sum(c.committed for c in counted['counters']) == 40
