@@ -5,8 +5,12 @@ type): the batch's Arrow `events` table where the sink has one, else built
 from the events (`view_inputs`). Per batch and view, `partials` puts each row
 in its epoch-aligned windows (the windows of `views.window_starts`) and
 groups by window and key with Arrow's hash aggregation: event count and
-latest event time per (window, key), and for a view that counts distinct
-users (`counts_users`) one row per (window, key, user). A combiner keyed by
+latest event time per (window, key). A view that counts distinct users
+(`counts_users`) keeps one row per (start, key, user), and when its windows
+are whole periods (size a multiple of the period: `active_users_15m`) the
+start is the period's, not each window's: every event of a period lies in
+the same windows, so a third of the rows, expanded to windows only at the
+end. A combiner keyed by
 view name concatenates the partials and groups them again now and then
 (`_MergePartials`); the merged table becomes the view's rows (`view_rows`),
 one Arrow table sorted by window and key, or row dicts for the BigQuery sink.
@@ -57,15 +61,21 @@ def _group_columns(spec):
       ('user_id',) if spec.counts_users else ())
 
 
-def _windowed(inputs, spec):
-  """One row per (row of `inputs`, window of `spec` holding its time)."""
+def _whole_periods(spec):
+  """Every event of one period lies in the same windows of `spec`."""
+  return spec.size_s % spec.period_s == 0
+
+
+def _windowed(inputs, spec, windows=None):
+  """One row per (row of `inputs`, window of `spec` holding its time), with
+  `windows=1` only the latest (the start of the period holding it)."""
   size, period = spec.size_s * 1000000, spec.period_s * 1000000
   t = inputs.column('event_time').cast(pa.int64())
   last = _floor(t, period)
   earliest_excluded = pc.subtract(t, size)
   columns = {name: inputs.column(name) for name in _group_columns(spec)[1:]}
   pieces = []
-  for k in range(math.ceil(size / period)):
+  for k in range(windows or math.ceil(size / period)):
     start = pc.subtract(last, k * period)
     piece = pa.table(dict(columns, window_start=start, t=t))
     if size % period:  # windows overlap unevenly: not every k holds every t
@@ -90,17 +100,37 @@ _FROM_PARTIALS = {'count': ('count', 'sum'), 'last': ('last', 'max')}
 
 def partials(inputs: pa.Table):
   """(view name, partial table) per view for one batch: columns the view's
-  group keys, `count` (events) and `last` (latest event time, micros)."""
-  return [(spec.name, _aggregate(_windowed(inputs, spec), _group_columns(spec),
-                                 _FROM_ROWS))
-          for spec in VIEWS]
+  group keys, and `count` (events) and `last` (latest event time, micros);
+  for a view counting users the distinct (start, key, user) rows alone."""
+  result = []
+  for spec in VIEWS:
+    keys = _group_columns(spec)
+    if spec.counts_users:
+      windows = 1 if _whole_periods(spec) else None
+      partial = _aggregate(_windowed(inputs, spec, windows), keys, {})
+    else:
+      partial = _aggregate(_windowed(inputs, spec), keys, _FROM_ROWS)
+    result.append((spec.name, partial))
+  return result
 
 
 def _regroup(table):
   """Partials of many batches (one view) as one partial table, one chunk
   (Arrow's grouping returns several, which would count as batches)."""
   keys = [c for c in table.column_names if c not in _FROM_PARTIALS]
-  return _aggregate(table, keys, _FROM_PARTIALS).combine_chunks()
+  made = {name: how for name, how in _FROM_PARTIALS.items()
+          if name in table.column_names}
+  return _aggregate(table, keys, made).combine_chunks()
+
+
+def _periods_to_windows(table, spec):
+  """Rows keyed by the start of their period, once per window holding it."""
+  period = spec.period_s * 1000000
+  at = table.column_names.index('window_start')
+  starts = table.column(at)
+  return pa.concat_tables([
+      table.set_column(at, 'window_start', pc.subtract(starts, k * period))
+      for k in range(spec.size_s // spec.period_s)])
 
 
 class _MergePartials(beam.CombineFn):
@@ -143,22 +173,24 @@ def view_rows(spec, merged: pa.Table, pane_timing, updated_at) -> pa.Table:
   keys = ('window_start',) + spec.key_columns
   if not merged.num_columns or not merged.num_rows:
     return schema.empty_table()
-  if spec.counts_users:  # one row per user so far: count them
-    merged = _aggregate(merged, keys, dict(_FROM_PARTIALS,
-                                           users=('user_id', 'count')))
+  if spec.counts_users:  # distinct (start, key, user) rows: count users
+    if _whole_periods(spec):
+      merged = _periods_to_windows(merged, spec)
+    merged = _aggregate(merged, keys, {'users': ('user_id', 'count_distinct')})
   merged = merged.sort_by([(name, 'ascending') for name in keys])
   starts = merged.column('window_start')
   n = merged.num_rows
   values = {
       'window_start': starts,
       'window_end': pc.add(starts, spec.size_s * 1000000),
-      'event_count': merged.column('count'),
-      'last_event_time': merged.column('last'),
-      'active_users': merged.column('users') if spec.counts_users else None,
       'pane_timing': pa.array([pane_timing] * n, pa.string()),
       'updated_at': pa.array([updated_at] * n, pa.timestamp('us', tz='UTC')),
   }
   values.update({name: merged.column(name) for name in spec.key_columns})
+  for column, made_from in (('event_count', 'count'), ('last_event_time', 'last'),
+                            ('active_users', 'users')):
+    if made_from in merged.column_names:
+      values[column] = merged.column(made_from)
   return pa.Table.from_arrays(
       [values[f.name].cast(f.type) for f in schema], schema=schema)
 
