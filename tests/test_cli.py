@@ -242,3 +242,20 @@ def test_batched_and_per_record_paths_agree(tmp_path):
     assert kinds == {'oversized', 'malformed', 'unsupported_schema_version',
                      'unknown_event_type', 'schema_violation'}
   assert results['batched'] == results['per_record']
+
+
+@pytest.mark.parametrize('chosen, expected', [(None, 'system'),
+                                              ('mimalloc', 'mimalloc')])
+def test_the_job_allocates_arrow_from_malloc_unless_told(chosen, expected):
+  import subprocess
+  import sys
+  from tests.cli import ROOT
+  env = {k: v for k, v in os.environ.items() if k != 'ARROW_DEFAULT_MEMORY_POOL'}
+  if chosen:
+    env['ARROW_DEFAULT_MEMORY_POOL'] = chosen
+  done = subprocess.run(
+      [sys.executable, '-c', 'import pipelines.analytics, pyarrow; '
+       'print(pyarrow.default_memory_pool().backend_name)'],
+      cwd=ROOT, env=dict(env, PYTHONPATH=ROOT), capture_output=True, text=True,
+      check=True)
+  assert done.stdout.strip() == expected
