@@ -6,14 +6,14 @@ from the events (`view_inputs`). Per batch and view, `partials` puts each row
 in its epoch-aligned windows (the windows of `views.window_starts`) and
 groups by window and key with Arrow's hash aggregation: event count and
 latest event time per (window, key). A view that counts distinct users
-(`counts_users`) keeps one row per (start, key, user), and when its windows
-are whole periods (size a multiple of the period: `active_users_15m`) the
-start is the period's, not each window's: every event of a period lies in
-the same windows, so a third of the rows, expanded to windows only at the
-end. A combiner keyed by
-view name concatenates the partials and groups them again now and then
-(`_MergePartials`); the merged table becomes the view's rows (`view_rows`),
-one Arrow table sorted by window and key, or row dicts for the BigQuery sink.
+(`counts_users`) keeps one row per (start, key, user); when its windows are
+whole periods (size a multiple of the period: `active_users_15m`) the start
+is the period's, not each window's (every event of a period lies in the
+same windows), which is a third of the rows, expanded to windows only at
+the end. A combiner keyed by view name concatenates the partials and groups
+them again now and then (`_MergePartials`); the merged table becomes the
+view's rows (`view_rows`), one Arrow table sorted by window and key, or row
+dicts for the BigQuery sink.
 The same rows as `views.view_row` over the per-event accumulators (a test
 compares them). Bounded input only: every pane is ON_TIME.
 
