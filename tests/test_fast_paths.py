@@ -192,14 +192,15 @@ def test_events_table_equals_the_rows_event_row_gives():
   assert rows.events_table([], now).num_rows == 0
 
 
-def test_cold_groups_of_a_table_equal_those_of_its_rows():
+def test_cold_groups_of_a_table_equal_those_of_its_rows(tmp_path):
   events = sample_events()
   now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
-  def groups(element):
-    return {key: cold_sink._as_table([data]).to_pylist()
-            for key, data in cold_sink._group_batch(element, 2)}
-  from_table = groups(rows.events_table(events, now))
-  from_rows = groups([rows.event_row(e, now) for e in events])
+  def groups(element, folder):
+    stage = cold_sink._StagePiecesFn(str(tmp_path / folder), 2)
+    return {key: cold_sink._as_table([ref]).to_pylist()
+            for key, ref in stage.process(element)}
+  from_table = groups(rows.events_table(events, now), 'a')
+  from_rows = groups([rows.event_row(e, now) for e in events], 'b')
   assert from_table == from_rows
   assert len(from_table) > 6  # two ingest dates, three tenants, two shards
   for (date, tenant, _), group in from_table.items():

@@ -9,6 +9,9 @@ writes the same files again instead of new ones, while a later run (other
 input, a replay, a restarted stream) gets new names and never overwrites what
 an earlier one wrote. In streaming the global window fires on a processing-time
 trigger (never an event-time window, so no late event is ever dropped here).
+On the batched path (bounded input) each batch is first written as a piece file
+under `<cold_path>/.staging/` and the grouping carries references to it, so the
+runner does not hold the rows until the writer runs (`cold_pieces`).
 
 Each file is written under a temporary name in its own partition folder and then
 renamed through Beam's FileSystems (local, gs://, s3://). Unlike
@@ -31,7 +34,9 @@ from apache_beam.transforms import trigger, window
 from schemas import tables
 from schemas.keys import key_shard
 from transforms import counters
-from transforms.batch import arrow_ipc_bytes, read_arrow_ipc
+from transforms.cold_pieces import (PieceRef, pieces_folder, read_pieces,
+                                    remove_pieces, write_piece)
+from transforms.files import write_atomically
 from transforms.staging import rows_to_table
 
 __all__ = ['WriteColdParquet', 'partition_of', 'cold_file_path', 'keys_digest',
@@ -60,31 +65,9 @@ def cold_file_path(root, ingest_date, tenant_id, shard, digest):
 
 def write_cold_file(path, arrow_table):
   """Writes a Parquet file under a temporary name in its folder, then renames it."""
-  folder = path.rsplit('/', 1)[0]
-  # Not `*.parquet`: a reader's glob must never pick up a file a killed
-  # worker left half-written.
-  temp = FileSystems.join(folder, '.tmp-%s.partial' % uuid.uuid4().hex)
   sink = pa.BufferOutputStream()
   pq.write_table(arrow_table, sink, compression='zstd')
-  try:
-    with FileSystems.create(temp) as f:
-      f.write(sink.getvalue().to_pybytes())
-    FileSystems.rename([temp], [path])
-  except BaseException:
-    if FileSystems.exists(temp):
-      FileSystems.delete([temp])
-    raise
-
-
-# LZ4 frames: the grouped rows are held by the runner until the writer runs
-# (all of them, on the local runner), at a fraction of the size.
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression='lz4')
-
-
-def _to_arrow_bytes(table: pa.Table) -> bytes:
-  """Rows as one compressed Arrow IPC stream: several times smaller than row
-  dicts, so the GroupByKey before the writer holds (and moves) much less."""
-  return arrow_ipc_bytes(table, _IPC_OPTIONS)
+  write_atomically(path, sink.getvalue().to_pybytes())
 
 
 def _partition_keys(table: pa.Table, shards: int):
@@ -95,25 +78,35 @@ def _partition_keys(table: pa.Table, shards: int):
       table.column('idempotency_key').to_pylist())]
 
 
-def _group_batch(rows, shards):
-  """A batch of rows (an Arrow `events` table, or row dicts) to (partition
-  key, Arrow IPC bytes of its rows) pairs."""
-  rows = rows_to_table(tables.EVENTS, rows)
-  groups = {}
-  for i, key in enumerate(_partition_keys(rows, shards)):
-    groups.setdefault(key, []).append(i)
-  if len(groups) == 1:
-    return [(key, _to_arrow_bytes(rows)) for key in groups]
-  return [(key, _to_arrow_bytes(rows.take(indices)))
-          for key, indices in groups.items()]
+class _StagePiecesFn(beam.DoFn):
+  """A batch of rows (an Arrow `events` table, or row dicts) to one piece file
+  and (partition key, PieceRef) pairs, one per partition in the batch."""
+
+  def __init__(self, folder, shards):
+    self._folder, self._shards = folder, shards
+
+  def process(self, rows):
+    rows = rows_to_table(tables.EVENTS, rows)
+    if not rows.num_rows:
+      return
+    groups = {}
+    for i, key in enumerate(_partition_keys(rows, self._shards)):
+      groups.setdefault(key, []).append(i)
+    if len(groups) == 1:
+      yield from write_piece(self._folder, [(key, rows) for key in groups])
+    else:
+      yield from write_piece(self._folder, [
+          (key, rows.take(indices)) for key, indices in groups.items()])
 
 
 def _as_table(parts) -> pa.Table:
-  """The grouped values (Arrow IPC bytes, or rows) as one table sorted by key."""
+  """The grouped values (piece references, or tuples of rows) as one table
+  sorted by key."""
   parts = list(parts)
   schema = tables.arrow_schema(tables.EVENTS)
-  arrow = [read_arrow_ipc(p) for p in parts if isinstance(p, bytes)]
-  rows = [r for p in parts if not isinstance(p, bytes) for r in p]
+  refs = [p for p in parts if isinstance(p, PieceRef)]
+  rows = [r for p in parts if not isinstance(p, PieceRef) for r in p]
+  arrow = [read_pieces(refs, schema)] if refs else []
   if rows:
     arrow.append(rows_to_table(tables.EVENTS, rows))
   table = pa.concat_tables(arrow) if arrow else schema.empty_table()
@@ -151,7 +144,8 @@ class WriteColdParquet(beam.PTransform):
     shards: files written in parallel per partition and pane.
     streaming: flush on a processing-time trigger every `flush_s` seconds.
     prebatched: the input is a PCollection of lists of rows or of Arrow
-      `events` tables (the fast path).
+      `events` tables (the fast path, bounded input): each batch is staged
+      as a piece file (`cold_pieces`) and only references are grouped.
   """
 
   def __init__(self, root, max_rows_per_file=1000000, shards=2,
@@ -160,6 +154,11 @@ class WriteColdParquet(beam.PTransform):
     self._prebatched = prebatched
     if max_rows_per_file < 1 or shards < 1:
       raise ValueError('max_rows_per_file and shards must be >= 1')
+    if prebatched and streaming:
+      raise ValueError('prebatched input is for bounded runs only')
+    # This run's piece files (prebatched input): fixed when the graph is
+    # built, so a retried bundle writes into the same folder.
+    self._pieces = pieces_folder(root, uuid.uuid4().hex)
     self._root, self._max_rows, self._shards = root, max_rows_per_file, shards
     self._streaming, self._flush_s = streaming, flush_s
 
@@ -169,7 +168,8 @@ class WriteColdParquet(beam.PTransform):
     def key(row):
       return partition_of(row) + (key_shard(row['idempotency_key'], shards),)
     if self._prebatched:
-      keyed = rows | 'KeyByPartition' >> beam.FlatMap(_group_batch, shards)
+      keyed = rows | 'StagePieces' >> beam.ParDo(
+          _StagePiecesFn(self._pieces, shards))
     else:
       keyed = rows | 'KeyByPartition' >> beam.Map(lambda r: (key(r), (r,)))
     if self._streaming:
@@ -180,7 +180,15 @@ class WriteColdParquet(beam.PTransform):
           accumulation_mode=trigger.AccumulationMode.DISCARDING)
     else:
       keyed = keyed | 'GlobalWindow' >> beam.WindowInto(window.GlobalWindows())
-    return (keyed
-            | 'GroupPartitions' >> beam.GroupByKey()
-            | 'WriteParquet' >> beam.ParDo(
-                _WritePartitionFn(self._root, self._max_rows)))
+    written = (keyed
+               | 'GroupPartitions' >> beam.GroupByKey()
+               | 'WriteParquet' >> beam.ParDo(
+                   _WritePartitionFn(self._root, self._max_rows)))
+    if self._prebatched:
+      # Once every partition file is written (a global count waits for all
+      # of them), the run's pieces go.
+      _ = (written
+           | 'AllWritten' >> beam.combiners.Count.Globally()
+           | 'RemovePieces' >> beam.Map(
+               lambda _, folder: remove_pieces(folder), self._pieces))
+    return written
