@@ -181,8 +181,8 @@ def check_values(opts, needs_input=True):
   if opts.batch_size < 1:
     raise UsageError('--batch_size: must be >= 1, got %d' % opts.batch_size)
   if not re.fullmatch(PATTERNS['memory_limit'], opts.duckdb_memory_limit):
-    raise UsageError('--duckdb_memory_limit: expected a size such as 1GB or '
-                     '512MB, got %r' % opts.duckdb_memory_limit)
+    raise UsageError('--duckdb_memory_limit: expected auto or a size such as '
+                     '1GB or 512MB, got %r' % opts.duckdb_memory_limit)
 
 
 def _check_registry(path):

@@ -191,10 +191,12 @@ class AnalyticsOptions(PipelineOptions):
         help='Rows per staging file written to the hot warehouse at most. '
         'Default: 50000.')
     parser.add_argument(
-        '--duckdb_memory_limit', default='1GB',
+        '--duckdb_memory_limit', default='auto',
         help='Memory the DuckDB commit may use (DuckDB\'s memory_limit); past '
-        'it DuckDB spills to <warehouse>.tmp, so a large run\'s single commit '
-        'stays bounded, a little slower. Default: 1GB.')
+        'it DuckDB spills rows to <warehouse>.tmp, a little slower, but the '
+        'primary-key index of the rows one commit inserts must fit. auto: '
+        '256MiB and 400 bytes per staged row (measured need: 230-300). '
+        'Default: auto.')
 
 
 def _option_parser():

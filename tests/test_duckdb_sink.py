@@ -10,7 +10,7 @@ from schemas.records import RawRecord
 from schemas.rows import dead_letter_row, event_row
 from tests.helpers import as_json, envelope
 from transforms.decode import decode_and_validate
-from transforms.duckdb_sink import commit_staged
+from transforms.duckdb_sink import commit_memory_limit, commit_staged
 from transforms.staging import write_staging_file
 
 NOW = datetime.datetime(2024, 3, 1, 12, tzinfo=datetime.timezone.utc)
@@ -103,14 +103,32 @@ def test_memory_limit_bounds_the_commit_and_keeps_its_rows(tmp_path):
   # The limit is applied: too little memory fails the commit, which then
   # writes nothing and keeps its staging file for the retry.
   starved = str(tmp_path / 'starved.duckdb')
-  with pytest.raises(duckdb.OutOfMemoryException):
+  with pytest.raises(MemoryError, match='--duckdb_memory_limit'):
     commit_staged(starved, [('events', staged['starved'])], memory_limit='1KB')
   assert _count(starved, 'events') == 0 and os.path.exists(staged['starved'])
 
 
-def test_memory_limit_must_be_a_size(tmp_path):
-  path = write_staging_file(str(tmp_path), tables.EVENTS, _event_rows(1))
-  with pytest.raises(ValueError, match='memory_limit'):
-    commit_staged(str(tmp_path / 'w.duckdb'), [('events', path)],
-                  memory_limit="1GB'; DROP TABLE events; --")
-  assert os.path.exists(path) and not os.path.exists(tmp_path / 'w.duckdb')
+def test_auto_memory_limit_makes_room_for_the_commits_index(tmp_path):
+  """DuckDB holds the primary-key index of every row a transaction inserts
+  in memory: 200,000 rows do not commit under 16 MB; `auto`'s allowance per
+  row (here over a 64 MiB base instead of 256 MiB) commits them all, and
+  DuckDB's error under too little becomes a MemoryError naming the flag, with
+  nothing written."""
+  assert commit_memory_limit('auto', 0) == '256MiB'
+  assert commit_memory_limit('auto', 10 ** 7) == '4071MiB'
+  assert commit_memory_limit('512MB', 10 ** 7) == '512MB'
+  assert commit_memory_limit(None, 10 ** 7) is None
+  base = _event_rows(1)[0]
+  rows = [dict(base, idempotency_key='%064x' % i) for i in range(200000)]
+  limit = commit_memory_limit('auto', len(rows), base_bytes=64 << 20)
+  assert limit == '141MiB'
+  for name, memory in (('small', '16MB'), ('auto', limit)):
+    staging = write_staging_file(str(tmp_path / name), tables.EVENTS, rows)
+    db = str(tmp_path / (name + '.duckdb'))
+    if name == 'small':
+      with pytest.raises(MemoryError, match='200000 staged rows'):
+        commit_staged(db, [('events', staging)], memory_limit=memory)
+      assert _count(db, 'events') == 0 and os.path.exists(staging)
+    else:
+      assert commit_staged(db, [('events', staging)], memory_limit=memory) == {
+          'events': (200000, 200000)}

@@ -14,6 +14,7 @@ One writer process, one transaction: a multi-process run cannot hit DuckDB's fil
 lock, and a failed commit leaves nothing half-written (the runner retries it; the
 staging files are removed only after the commit).
 """
+import logging
 import os
 import re
 import time
@@ -25,15 +26,55 @@ from apache_beam.metrics import Metrics
 from schemas import tables
 from schemas.rows import REPLAY_ORIGIN
 from transforms import counters
+from transforms.files import remove_empty_local_folders
 from transforms.staging import stage_and_commit, write_staging_file
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry',
-           'MEMORY_LIMIT_PATTERN']
+           'commit_memory_limit', 'MEMORY_LIMIT_PATTERN']
 
 _COMMIT_KEY = 'commit'
 # A DuckDB memory size as `SET memory_limit` takes it (checked before it is
 # written into the statement; `--duckdb_memory_limit` is checked by it too).
-MEMORY_LIMIT_PATTERN = r'[0-9]+(\.[0-9]+)?\s?[KMGT]i?B'
+MEMORY_LIMIT_PATTERN = r'auto|[0-9]+(\.[0-9]+)?\s?[KMGT]i?B'
+
+# DuckDB keeps the primary-key index of every row one transaction inserts in
+# memory, whatever its memory_limit, besides a fixed working set: measured on
+# DuckDB 2.0, one commit of 0.93M events rows needed at most 256MB, 1.86M at
+# most 512MB, 3.7M at most 1GB, 7.4M more than 1.7GB (2.2GB was enough), and
+# 200,000 more than 77MB. `auto` allows 256 MiB and 400 bytes per staged row.
+AUTO_BASE_BYTES = 256 << 20
+AUTO_BYTES_PER_ROW = 400
+
+
+def commit_memory_limit(setting, staged_rows, base_bytes=AUTO_BASE_BYTES):
+  """The memory_limit a commit of `staged_rows` rows runs under: `setting`
+  itself (a DuckDB size), or for `auto` `base_bytes` and what the rows'
+  index needs; None for None (DuckDB's default, most of the machine)."""
+  if setting is None:
+    return None
+  if not re.fullmatch(MEMORY_LIMIT_PATTERN, setting):
+    raise ValueError('memory_limit: expected auto or a size such as 1GB, got %r'
+                     % setting)
+  if setting != 'auto':
+    return setting
+  needed = base_bytes + staged_rows * AUTO_BYTES_PER_ROW
+  return '%dMiB' % -(-needed // (1 << 20))
+
+
+def _out_of_memory(error) -> bool:
+  # A COMMIT that runs out wraps it in a TransactionException.
+  return isinstance(error, duckdb.OutOfMemoryException) or (
+      isinstance(error, duckdb.Error) and 'allocate' in str(error))
+
+
+def _rollback(con, error):
+  """Rolls back after `error`; a database DuckDB invalidated on a failed
+  commit refuses even that and is discarded on close, keeping the last
+  committed state. The caller re-raises `error` either way."""
+  try:
+    con.execute('ROLLBACK')
+  except duckdb.Error as refused:
+    logging.warning('DuckDB could not roll back after %r: %s', error, refused)
 
 
 def open_with_retry(path: str, read_only: bool = False, wait_s: float = 30.0,
@@ -116,15 +157,17 @@ def commit_staged(db_path: str, staged, memory_limit=None) -> dict:
 
   `staged` is an iterable of (table name, path). Paths that no longer exist were
   committed by an earlier attempt (files are removed only after a commit).
-  `memory_limit` (a DuckDB size, e.g. '1GB') bounds what the transaction
-  holds in memory: one transaction inserting every row of a large run kept
-  them and the primary-key index in memory until COMMIT (measured: ~0.9 GB per
-  million events); with a limit DuckDB spills to `<db_path>.tmp` (measured on
-  1.1 million events: peak 1.27 -> 0.81 GB at 1GB, the commit 3.9 -> 5.2 s).
+  `memory_limit` (a DuckDB size, e.g. '1GB', or `auto`, see
+  `commit_memory_limit`) bounds what the transaction holds in memory: one
+  transaction inserting every row of a large run kept them and the
+  primary-key index in memory until COMMIT (measured: ~0.9 GB per million
+  events); with a limit DuckDB spills rows to `<db_path>.tmp` (measured on 1.1
+  million events: peak 1.27 -> 0.81 GB at 1GB, the commit 3.9 -> 5.2 s). The
+  index cannot spill: a limit too small for it fails the commit with a
+  `MemoryError`, writing nothing.
   """
-  if memory_limit and not re.fullmatch(MEMORY_LIMIT_PATTERN, memory_limit):
-    raise ValueError('memory_limit: expected a size such as 1GB, got %r'
-                     % memory_limit)
+  if memory_limit is not None:
+    commit_memory_limit(memory_limit, 0)  # refused before anything opens
   by_table = {}
   for name, path in staged:
     if os.path.exists(path):
@@ -132,39 +175,43 @@ def commit_staged(db_path: str, staged, memory_limit=None) -> dict:
   result = {}
   if not by_table:
     return result
+  files = {name: sorted(paths) for name, paths in by_table.items()}
   con = connect(db_path)
-  if memory_limit:
-    con.execute("SET memory_limit = '%s'" % memory_limit)
+  limit, staged_rows = None, {}
   try:
+    staged_rows = {name: con.execute(
+        'SELECT count(*) FROM read_parquet(?)', [files[name]]).fetchone()[0]
+        for name in files}
+    limit = commit_memory_limit(memory_limit, sum(staged_rows.values()))
+    if limit:
+      con.execute("SET memory_limit = '%s'" % limit)
     con.execute('BEGIN TRANSACTION')
-    for name in sorted(by_table):
-      table = tables.TABLES[name]
-      files = sorted(by_table[name])
-      staged_rows = con.execute(
-          'SELECT count(*) FROM read_parquet(?)', [files]).fetchone()[0]
-      before = con.execute('SELECT count(*) FROM %s' % name).fetchone()[0]
-      con.execute(_insert_sql(table, '$files'), {'files': files})
-      after = con.execute('SELECT count(*) FROM %s' % name).fetchone()[0]
-      result[name] = (staged_rows, after - before)
-    con.execute('COMMIT')
-  except BaseException:
-    con.execute('ROLLBACK')
+    try:
+      for name in sorted(files):
+        table = tables.TABLES[name]
+        before = con.execute('SELECT count(*) FROM %s' % name).fetchone()[0]
+        con.execute(_insert_sql(table, '$files'), {'files': files[name]})
+        after = con.execute('SELECT count(*) FROM %s' % name).fetchone()[0]
+        result[name] = (staged_rows[name], after - before)
+      con.execute('COMMIT')
+    except BaseException as error:
+      _rollback(con, error)
+      raise
+  except duckdb.Error as error:
+    if _out_of_memory(error):
+      raise MemoryError(
+          'DuckDB ran out of memory committing %d staged rows under '
+          'memory_limit=%s: nothing was written and the staging files are '
+          'kept; raise --duckdb_memory_limit (or leave it at auto)' % (
+              sum(staged_rows.values()), limit)) from error
     raise
   finally:
     con.close()
-  for files in by_table.values():
-    for path in files:
-      os.remove(path)
-  _remove_empty_folders({os.path.dirname(p) for f in by_table.values() for p in f})
+  committed = [path for paths in files.values() for path in paths]
+  for path in committed:
+    os.remove(path)
+  remove_empty_local_folders({os.path.dirname(path) for path in committed})
   return result
-
-
-def _remove_empty_folders(folders):
-  """Removes staging folders left empty, and their parent if it is empty too."""
-  for folder in sorted(folders):
-    for path in (folder, os.path.dirname(folder)):
-      if os.path.isdir(path) and not os.listdir(path):
-        os.rmdir(path)
 
 
 class _StageFn(beam.DoFn):
