@@ -10,6 +10,7 @@ checks the identity with `pipelines.verify`.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,8 @@ def main(argv=None):
                       files=args.files, span_hours=48)
   print('generated %d records in %.0f s' % (manifest['records'],
                                             time.monotonic() - started))
+  if os.path.exists(out):  # a warehouse from an earlier run would already
+    shutil.rmtree(out)      # hold every event: the commit would insert nothing
   db = os.path.join(out, 'warehouse.duckdb')
   command = [sys.executable, '-m', 'pipelines.analytics', '--input',
              os.path.join(data, 'events', '*.jsonl'), '--profiles',
@@ -90,7 +93,8 @@ def main(argv=None):
     return 1
   peak = max(rss for _, rss in samples)
   quarters, tenths = _rss_at(samples, seconds, 4), _rss_at(samples, seconds, 10)
-  print(summary.splitlines()[-1])
+  print('\n'.join(line for line in summary.splitlines()
+                  if line.startswith(('run ', 'time per step'))))
   print('soak: %d records in %.0f s = %.0f records/s; peak RSS %.0f MB; RSS at '
         'each quarter of the run: %s MB' % (
             manifest['records'], seconds, manifest['records'] / seconds, peak,

