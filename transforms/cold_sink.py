@@ -70,12 +70,24 @@ def write_cold_file(path, arrow_table):
   write_atomically(path, sink.getvalue().to_pybytes())
 
 
+_EPOCH = datetime.date(1970, 1, 1)
+
+
 def _partition_keys(table: pa.Table, shards: int):
-  """(ingest_date, tenant_id, shard) of each row of an `events` table."""
-  dates = pc.strftime(table.column('ingested_at'), format='%Y-%m-%d').to_pylist()
-  return [(date, tenant, key_shard(key, shards)) for date, tenant, key in zip(
-      dates, table.column('tenant_id').to_pylist(),
-      table.column('idempotency_key').to_pylist())]
+  """(ingest_date, tenant_id, shard) of each row of an `events` table (the
+  date from the UTC timestamp as days, formatted once per distinct day:
+  Arrow's strftime per row was a third of the cold tier's staging time)."""
+  days = pc.cast(table.column('ingested_at'), pa.date32()).cast(pa.int32())
+  names = {}
+  keys = []
+  for day, tenant, key in zip(days.to_pylist(),
+                              table.column('tenant_id').to_pylist(),
+                              table.column('idempotency_key').to_pylist()):
+    date = names.get(day)
+    if date is None:
+      date = names[day] = (_EPOCH + datetime.timedelta(days=day)).isoformat()
+    keys.append((date, tenant, key_shard(key, shards)))
+  return keys
 
 
 class _StagePiecesFn(beam.DoFn):
