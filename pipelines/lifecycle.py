@@ -7,8 +7,11 @@ Hot `events` whose `event_time` is older than the hot retention are written to
 the cold tier where they are not there already (the pipeline writes every event
 to both tiers, so normally none is missing), then deleted from hot, in one
 transaction after the cold files exist. Cold partitions whose `ingest_date` is
-older than the cold retention are removed. Running it twice changes nothing the
-second time. What it deletes is recorded in `pipeline_metrics`
+older than the cold retention are removed. Staging a killed run left behind
+(the hot sink's `<warehouse>.staging/<table>/` files, the cold tier's
+`<cold_path>/.staging/<run>/` pieces) is removed once its folder has been idle
+for `--staging_idle_hours` (a running job writes there continually, a finished
+one removes its own). Running it twice changes nothing the second time. What it deletes is recorded in `pipeline_metrics`
 (`lifecycle_deleted_from_hot`, `lifecycle_removed_from_cold`), so
 `pipelines.verify` can still reconcile.
 """
@@ -22,6 +25,7 @@ import uuid
 from pipelines.summary import write_metrics
 from schemas import tables
 from schemas.keys import key_shard
+from transforms.cold_pieces import STAGING_FOLDER
 from transforms.cold_sink import (cold_file_path, keys_digest, partition_of,
                                   write_cold_file)
 from transforms.duckdb_sink import connect
@@ -80,12 +84,33 @@ def _expire_cold(cold_path, before: datetime.date):
   return partitions, events
 
 
+def _remove_idle_staging(folders, idle_since: float) -> int:
+  """Deletes each folder whose newest file is older than `idle_since` (a
+  POSIX time); returns how many files went."""
+  removed = 0
+  for folder in folders:
+    files = [os.path.join(folder, f) for f in os.listdir(folder)]
+    files = [f for f in files if os.path.isfile(f)]
+    if files and max(os.path.getmtime(f) for f in files) < idle_since:
+      shutil.rmtree(folder)
+      removed += len(files)
+  return removed
+
+
+def _staging_folders(db_path, cold_path):
+  return sorted(glob.glob(os.path.join(db_path + '.staging', '*', '')) +
+                glob.glob(os.path.join(cold_path, STAGING_FOLDER, '*', '')))
+
+
 def run(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--hot_sink', required=True)
   parser.add_argument('--cold_path', required=True)
   parser.add_argument('--hot_retention_days', type=float, required=True)
   parser.add_argument('--cold_retention_days', type=float, default=None)
+  parser.add_argument('--staging_idle_hours', type=float, default=24,
+                      help='remove staging folders with no new file for this long; '
+                      'longer than any run takes (default 24)')
   parser.add_argument('--now', default=None,
                       help='RFC 3339; default: the wall clock (for tests)')
   args = parser.parse_args(argv)
@@ -94,6 +119,9 @@ def run(argv=None) -> dict:
     parser.error('--hot_sink: the lifecycle job takes duckdb:PATH')
   if args.hot_retention_days < 0:
     parser.error('--hot_retention_days: must be >= 0')
+  if args.staging_idle_hours <= 0:
+    parser.error('--staging_idle_hours: must be > 0 (a running job\'s '
+                 'staging would go)')
   if args.cold_retention_days is not None and \
       args.cold_retention_days < args.hot_retention_days:
     parser.error('--cold_retention_days: must be >= --hot_retention_days, or '
@@ -130,16 +158,21 @@ def run(argv=None) -> dict:
   if args.cold_retention_days is not None:
     expired, expired_events = _expire_cold(args.cold_path, (
         now - datetime.timedelta(days=args.cold_retention_days)).date())
+  stale = _remove_idle_staging(
+      _staging_folders(db_path, args.cold_path),
+      (now - datetime.timedelta(hours=args.staging_idle_hours)).timestamp())
   result = {'lifecycle_copied_to_cold': len(missing),
             'lifecycle_deleted_from_hot': deleted,
             'lifecycle_cold_partitions_removed': expired,
-            'lifecycle_removed_from_cold': expired_events}
+            'lifecycle_removed_from_cold': expired_events,
+            'lifecycle_stale_staging_files_removed': stale}
   run_id = 'lifecycle-%s-%s' % (now.strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
   write_metrics(db_path, run_id, result, datetime.datetime.now(_UTC))
   print('lifecycle %s: older than %s: %d events, %d copied to cold (the rest '
-        'were there), %d deleted from hot; %d cold partitions removed' % (
+        'were there), %d deleted from hot; %d cold partitions removed; %d '
+        'stale staging files removed' % (
             run_id, cutoff.isoformat() + 'Z', len(old), len(missing), deleted,
-            expired))
+            expired, stale))
   return result
 
 

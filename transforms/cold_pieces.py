@@ -13,8 +13,8 @@ indexes them, so a writer reads only its own ranges. Pieces are written under
 their bytes (a retried bundle with the same rows writes the same file), and
 the run's folder is removed once every partition file is written
 (`remove_pieces`), orphans of failed bundles included. A killed run leaves
-its folder behind; nothing reads it, and it can be deleted when no run is
-going.
+its folder behind; nothing reads it, and the lifecycle job removes it once it
+has been idle for a day (`--staging_idle_hours`).
 """
 import collections
 import hashlib
