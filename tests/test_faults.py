@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.generate import generate
 from tests.cli import ROOT, metrics, query, run_module
+from transforms.cold_pieces import STAGING_FOLDER
 
 VIEW_SQL = {
     'user_activity_hourly': 'window_start, tenant_id, user_id, event_count',
@@ -136,8 +137,14 @@ def test_job_killed_mid_run_then_repeated_gives_a_clean_runs_rows(
   os.killpg(job.pid, signal.SIGKILL)
   job.wait(timeout=30)
   assert job.returncode == -signal.SIGKILL
+  pieces = os.path.join(db + '.cold', STAGING_FOLDER)
+  left = sorted(os.listdir(pieces)) if os.path.isdir(pieces) else []
   _run(data, db)
   assert _tiers(db) == _tiers(clean)
+  # The rerun removed its own cold pieces; the killed run's are left for the
+  # lifecycle job.
+  now = sorted(os.listdir(pieces)) if os.path.isdir(pieces) else []
+  assert now == left and (moment == 'staging' or left)
 
 
 def _sdk_workers(pid):
