@@ -11,9 +11,9 @@ older than the cold retention are removed. Staging a killed run left behind
 (the hot sink's `<warehouse>.staging/<table>/` files, the cold tier's
 `<cold_path>/.staging/<run>/` pieces) is removed once its folder has been idle
 for `--staging_idle_hours` (a running job writes there continually, a finished
-one removes its own). Running it twice changes nothing the second time. What it deletes is recorded in `pipeline_metrics`
-(`lifecycle_deleted_from_hot`, `lifecycle_removed_from_cold`), so
-`pipelines.verify` can still reconcile.
+one removes its own). Running it twice changes nothing the second time. What it
+deletes is recorded in `pipeline_metrics` (`lifecycle_deleted_from_hot`,
+`lifecycle_removed_from_cold`), so `pipelines.verify` can still reconcile.
 """
 import argparse
 import datetime
@@ -109,8 +109,8 @@ def run(argv=None) -> dict:
   parser.add_argument('--hot_retention_days', type=float, required=True)
   parser.add_argument('--cold_retention_days', type=float, default=None)
   parser.add_argument('--staging_idle_hours', type=float, default=24,
-                      help='remove staging folders with no new file for this long; '
-                      'longer than any run takes (default 24)')
+                      help='remove staging folders with no new file for '
+                      'this long; longer than any run takes (default 24)')
   parser.add_argument('--now', default=None,
                       help='RFC 3339; default: the wall clock (for tests)')
   args = parser.parse_args(argv)
