@@ -132,3 +132,11 @@ def test_auto_memory_limit_makes_room_for_the_commits_index(tmp_path):
     else:
       assert commit_staged(db, [('events', staging)], memory_limit=memory) == {
           'events': (200000, 200000)}
+
+
+def test_memory_limit_must_be_a_size(tmp_path):
+  path = write_staging_file(str(tmp_path), tables.EVENTS, _event_rows(1))
+  with pytest.raises(ValueError, match='memory_limit'):
+    commit_staged(str(tmp_path / 'w.duckdb'), [('events', path)],
+                  memory_limit="1GB'; DROP TABLE events; --")
+  assert os.path.exists(path) and not os.path.exists(tmp_path / 'w.duckdb')
