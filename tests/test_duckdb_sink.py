@@ -115,7 +115,12 @@ def test_auto_memory_limit_makes_room_for_the_commits_index(tmp_path):
   DuckDB's error under too little becomes a MemoryError naming the flag, with
   nothing written."""
   assert commit_memory_limit('auto', 0) == '256MiB'
-  assert commit_memory_limit('auto', 10 ** 7) == '4071MiB'
+  assert commit_memory_limit('auto', 10 ** 7, machine_bytes=64 << 30) == '4071MiB'
+  # Never more than DuckDB's default, 80% of the machine's memory.
+  assert commit_memory_limit('auto', 10 ** 7, machine_bytes=2 << 30) == '2048MiB'
+  machine = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  assert commit_memory_limit('auto', 10 ** 12) == '%dMiB' % -(
+      -(machine * 4 // 5) // (1 << 20))
   assert commit_memory_limit('512MB', 10 ** 7) == '512MB'
   assert commit_memory_limit(None, 10 ** 7) is None
   base = _event_rows(1)[0]

@@ -46,10 +46,22 @@ AUTO_BASE_BYTES = 256 << 20
 AUTO_BYTES_PER_ROW = 400
 
 
-def commit_memory_limit(setting, staged_rows, base_bytes=AUTO_BASE_BYTES):
+def _machine_bytes():
+  """80% of physical memory, DuckDB's own default limit (None if unknown)."""
+  try:
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') * 4 // 5
+  except (ValueError, OSError, AttributeError):  # not a POSIX system
+    return None
+
+
+def commit_memory_limit(setting, staged_rows, base_bytes=AUTO_BASE_BYTES,
+                        machine_bytes=None):
   """The memory_limit a commit of `staged_rows` rows runs under: `setting`
   itself (a DuckDB size), or for `auto` `base_bytes` and what the rows'
-  index needs; None for None (DuckDB's default, most of the machine)."""
+  index needs, never more than DuckDB's own default of 80% of the machine's
+  memory (`machine_bytes`, measured when None): past that the commit fails
+  with a MemoryError instead of the machine swapping or killing the job;
+  None for None (DuckDB's default)."""
   if setting is None:
     return None
   if not re.fullmatch(MEMORY_LIMIT_PATTERN, setting):
@@ -58,6 +70,9 @@ def commit_memory_limit(setting, staged_rows, base_bytes=AUTO_BASE_BYTES):
   if setting != 'auto':
     return setting
   needed = base_bytes + staged_rows * AUTO_BYTES_PER_ROW
+  ceiling = machine_bytes or _machine_bytes()
+  if ceiling:
+    needed = min(needed, ceiling)
   return '%dMiB' % -(-needed // (1 << 20))
 
 
