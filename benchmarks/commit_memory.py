@@ -15,6 +15,7 @@ import glob
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -25,9 +26,11 @@ sys.path.insert(0, ROOT)
 
 import pyarrow.parquet as pq  # noqa: E402
 
+from pipelines.generate import make_event  # noqa: E402
 from schemas import tables  # noqa: E402
+from schemas.records import RawRecord  # noqa: E402
 from schemas.rows import event_row  # noqa: E402
-from tests.helpers import sample_events  # noqa: E402
+from transforms.decode import decode_and_validate  # noqa: E402
 from transforms.staging import rows_to_table  # noqa: E402
 
 _FILE_ROWS = 500000
@@ -62,7 +65,9 @@ print(json.dumps({'seconds': round(time.monotonic() - start, 1),
 def _stage(folder, rows):
   """Writes `rows` distinct events rows as Parquet files; returns the paths."""
   now = datetime.datetime.now(datetime.timezone.utc)
-  base = event_row(sample_events(1)[0], now)
+  envelope = make_event(random.Random(1), 'tenant-0', 'user-0', 'page_view', now)
+  event, _ = decode_and_validate(RawRecord(json.dumps(envelope).encode()))
+  base = event_row(event, now)
   paths = []
   for start in range(0, rows, _FILE_ROWS):
     count = min(_FILE_ROWS, rows - start)

@@ -28,7 +28,7 @@ from schemas.keys import key_shard
 from transforms.cold_pieces import STAGING_FOLDER
 from transforms.cold_sink import (cold_file_path, keys_digest, partition_of,
                                   write_cold_file)
-from transforms.duckdb_sink import connect
+from transforms.duckdb_sink import connect, staging_dir_of
 from transforms.staging import rows_to_table
 from transforms.timestamps import parse_rfc3339
 
@@ -98,7 +98,7 @@ def _remove_idle_staging(folders, idle_since: float) -> int:
 
 
 def _staging_folders(db_path, cold_path):
-  return sorted(glob.glob(os.path.join(db_path + '.staging', '*', '')) +
+  return sorted(glob.glob(os.path.join(staging_dir_of(db_path), '*', '')) +
                 glob.glob(os.path.join(cold_path, STAGING_FOLDER, '*', '')))
 
 

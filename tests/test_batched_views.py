@@ -103,7 +103,7 @@ def test_arrow_view_rows_over_many_batches_are_compacted_exactly(monkeypatch):
     assert got[name].equals(expected[name]), name
 
 
-def test_arrow_view_rows_of_the_events_table_equal_those_of_thesample_events():
+def test_arrow_view_rows_of_the_events_table_equal_those_of_the_events():
   events = sample_events(40)
   from_table = batched_views.partials(rows.events_table(events, NOW))
   from_events = batched_views.partials(batched_views.view_inputs(events))

@@ -1,11 +1,13 @@
 """End to end: the real command on generated data, outputs read back from DuckDB."""
 import datetime
 import os
+import subprocess
+import sys
 
 import pytest
 
 from pipelines.generate import generate
-from tests.cli import metrics, query, run_module
+from tests.cli import ROOT, metrics, query, run_module
 from tests.helpers import newest_profile_rows
 
 EVENT_COLUMNS = ('idempotency_key, trace_id, schema_version, event_type, source, '
@@ -247,9 +249,6 @@ def test_batched_and_per_record_paths_agree(tmp_path):
 @pytest.mark.parametrize('chosen, expected', [(None, 'system'),
                                               ('mimalloc', 'mimalloc')])
 def test_the_job_allocates_arrow_from_malloc_unless_told(chosen, expected):
-  import subprocess
-  import sys
-  from tests.cli import ROOT
   env = {k: v for k, v in os.environ.items() if k != 'ARROW_DEFAULT_MEMORY_POOL'}
   if chosen:
     env['ARROW_DEFAULT_MEMORY_POOL'] = chosen

@@ -110,6 +110,10 @@ def test_unwritable_cold_store_fails_loudly_then_a_rerun_completes(sample, tmp_p
       counts['duplicates'] + counts['dead_letters'] == counts['input_records']
 
 
+def _entries(folder):
+  return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
 def _first_file(folder, suffix):
   for _, _, files in os.walk(folder):
     if any(f.endswith(suffix) for f in files):
@@ -138,12 +142,12 @@ def test_job_killed_mid_run_then_repeated_gives_a_clean_runs_rows(
   job.wait(timeout=30)
   assert job.returncode == -signal.SIGKILL
   pieces = os.path.join(db + '.cold', STAGING_FOLDER)
-  left = sorted(os.listdir(pieces)) if os.path.isdir(pieces) else []
+  left = _entries(pieces)
   _run(data, db)
   assert _tiers(db) == _tiers(clean)
   # The rerun removed its own cold pieces; the killed run's are left for the
   # lifecycle job.
-  now = sorted(os.listdir(pieces)) if os.path.isdir(pieces) else []
+  now = _entries(pieces)
   assert now == left and (moment == 'staging' or left)
 
 

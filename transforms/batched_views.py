@@ -35,9 +35,9 @@ from transforms.views import VIEWS
 __all__ = ['BatchedViews', 'view_inputs', 'partials', 'view_rows']
 
 _INPUT_COLUMNS = ('event_time', 'tenant_id', 'user_id', 'event_type')
-_INPUT_SCHEMA = pa.schema([
-    ('event_time', pa.timestamp('us', tz='UTC')), ('tenant_id', pa.string()),
-    ('user_id', pa.string()), ('event_type', pa.string())])
+# The same fields as the `events` table's, which the DuckDB path passes in.
+_INPUT_SCHEMA = pa.schema([tables.arrow_schema(tables.EVENTS).field(name)
+                           for name in _INPUT_COLUMNS])
 
 
 def view_inputs(events) -> pa.Table:

@@ -30,7 +30,7 @@ from transforms.files import remove_empty_local_folders
 from transforms.staging import stage_and_commit, write_staging_file
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry',
-           'commit_memory_limit', 'MEMORY_LIMIT_PATTERN']
+           'commit_memory_limit', 'staging_dir_of', 'MEMORY_LIMIT_PATTERN']
 
 _COMMIT_KEY = 'commit'
 # A DuckDB memory size as `SET memory_limit` takes it (checked before it is
@@ -90,6 +90,11 @@ def _rollback(con, error):
     con.execute('ROLLBACK')
   except duckdb.Error as refused:
     logging.warning('DuckDB could not roll back after %r: %s', error, refused)
+
+
+def staging_dir_of(db_path: str) -> str:
+  """Where the sink stages a warehouse's rows unless told otherwise."""
+  return db_path + '.staging'
 
 
 def open_with_retry(path: str, read_only: bool = False, wait_s: float = 30.0,
@@ -273,14 +278,16 @@ class WriteToDuckDB(beam.PTransform):
 
   Args:
     db_path: the DuckDB file (created with the contract's tables if missing).
-    staging_dir: a local folder for staging files (default: `<db_path>.staging`).
+    staging_dir: a local folder for staging files (default:
+      `staging_dir_of(db_path)`, `<db_path>.staging`).
     max_batch_size: rows per staging file at most.
     commit_every_s: in streaming, how often the staged files are committed.
     streaming: commit on a processing-time trigger instead of at the end.
     prebatched: the inputs are PCollections of lists of rows or of Arrow
       tables with the table's schema (the fast path).
-    memory_limit: DuckDB's memory_limit for the commit (e.g. '1GB'); None
-      leaves DuckDB's default (most of the machine's memory).
+    memory_limit: DuckDB's memory_limit for the commit ('auto' or a size
+      such as '1GB', see `commit_memory_limit`); None leaves DuckDB's default
+      (most of the machine's memory).
   """
 
   def __init__(self, db_path, staging_dir=None, max_batch_size=50000,
@@ -290,7 +297,7 @@ class WriteToDuckDB(beam.PTransform):
     self._memory_limit = memory_limit
     self._prebatched = prebatched
     self._db_path = db_path
-    self._staging_dir = staging_dir or db_path + '.staging'
+    self._staging_dir = staging_dir or staging_dir_of(db_path)
     self._max_batch_size = max_batch_size
     self._commit_every_s = commit_every_s
     self._streaming = streaming
