@@ -1,5 +1,6 @@
 """The checks of the pipeline's flag values, run by `options.parse_args` before
 anything starts: each failure is a `UsageError` whose message names the flag."""
+import gc
 import logging
 import os
 import re
@@ -45,13 +46,23 @@ class UsageError(CommandFailure, ValueError):
 
 def run_command(run, argv=None):
   """Runs a job's `run(argv)` as a command: WARNING-level logs, and a
-  `CommandFailure` becomes its line on stderr and its exit status."""
+  `CommandFailure` becomes its line on stderr and its exit status.
+
+  The process ends when this returns, so what is alive then is frozen out of
+  the garbage collector: the interpreter's exit otherwise runs its cyclic
+  collections over every object importing Beam made (measured: 0.3 s after
+  only importing it, 0.5-0.6 s after a run, a fifth of a small run's wall
+  time). Every file and warehouse connection is closed by then; nothing
+  relies on a collection at exit.
+  """
   logging.getLogger().setLevel(logging.WARNING)
   try:
     run(argv)
   except CommandFailure as e:
     print(e.line(), file=sys.stderr)
     sys.exit(e.exit_code)
+  finally:
+    gc.freeze()
 
 
 class HotSink(object):

@@ -1,11 +1,13 @@
 """End to end: the real command on generated data, outputs read back from DuckDB."""
 import datetime
+import gc
 import os
 import subprocess
 import sys
 
 import pytest
 
+from pipelines.checks import UsageError, run_command
 from pipelines.generate import generate
 from tests.cli import ROOT, metrics, query, run_module
 from tests.helpers import newest_profile_rows
@@ -258,3 +260,24 @@ def test_the_job_allocates_arrow_from_malloc_unless_told(chosen, expected):
       cwd=ROOT, env=dict(env, PYTHONPATH=ROOT), capture_output=True, text=True,
       check=True)
   assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize('fails', [False, True])
+def test_a_command_freezes_what_is_alive_when_it_ends(fails):
+  """What a command leaves is frozen out of the collector, so the exit does not
+  walk every object importing Beam made; a failing command too."""
+  def run(argv):
+    if fails:
+      raise UsageError('--input: no such file')
+  gc.unfreeze()
+  try:
+    assert gc.get_freeze_count() == 0
+    if fails:
+      with pytest.raises(SystemExit) as exited:
+        run_command(run, [])
+      assert exited.value.code == UsageError.exit_code
+    else:
+      run_command(run, [])
+    assert gc.get_freeze_count() > 0
+  finally:
+    gc.unfreeze()
