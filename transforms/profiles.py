@@ -7,11 +7,13 @@ import functools
 import json
 from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
+from apache_beam.io.filesystems import FileSystems
+
 from schemas.records import UNKNOWN
 from transforms.timestamps import parse_rfc3339
 
 __all__ = ['Profile', 'parse_profile_line', 'newer', 'newest', 'newest_profiles',
-           'ProfileError', 'FALLBACK']
+           'read_newest_profiles', 'ProfileError', 'FALLBACK']
 
 
 class Profile(NamedTuple):
@@ -58,13 +60,23 @@ def newest(profiles: Iterable[Profile]) -> Profile:
   return functools.reduce(newer, profiles)
 
 
-def newest_profiles(lines: Iterable) -> Dict[Tuple[str, str], Profile]:
-  """All lines to {(tenant_id, user_id): newest Profile}."""
+def newest_profiles(lines: Iterable, where: str = ''
+                    ) -> Dict[Tuple[str, str], Profile]:
+  """All lines to {(tenant_id, user_id): newest Profile}; an error names
+  `where` (the file) and the line number."""
   result = {}
   for number, line in enumerate(lines, 1):
-    parsed = parse_profile_line(line, 'line %d' % number)
+    parsed = parse_profile_line(line, '%sline %d' % (
+        where + ' ' if where else '', number))
     if parsed is None:
       continue
     key, profile = parsed
     result[key] = newer(result[key], profile) if key in result else profile
   return result
+
+
+def read_newest_profiles(path: str) -> Dict[Tuple[str, str], Profile]:
+  """`newest_profiles` of one JSON lines file (local, gs://, s3://;
+  decompressed by its suffix), read line by line."""
+  with FileSystems.open(path) as f:
+    return newest_profiles(iter(f.readline, b''), path)

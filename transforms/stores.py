@@ -9,9 +9,8 @@ import threading
 
 import duckdb
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 
-from transforms.profiles import Profile, newest_profiles
+from transforms.profiles import Profile, read_newest_profiles
 
 __all__ = ['DuckDBProfileStore', 'BigQueryProfileStore', 'profile_store',
            'bigquery_client']
@@ -29,8 +28,7 @@ class DuckDBProfileStore(object):
     self._lock = threading.Lock()
 
   def open(self):
-    with FileSystems.open(self._path) as f:
-      profiles = newest_profiles(f.read().decode('utf-8').splitlines())
+    profiles = read_newest_profiles(self._path)
     self._con = duckdb.connect(':memory:')
     self._con.execute(
         'CREATE TABLE profiles (tenant_id VARCHAR, user_id VARCHAR, tier VARCHAR, '
