@@ -195,7 +195,7 @@ class AnalyticsOptions(PipelineOptions):
         help='Memory the DuckDB commit may use (DuckDB\'s memory_limit); past '
         'it DuckDB spills rows to <warehouse>.tmp, a little slower, but the '
         'primary-key index of the rows one commit inserts must fit. auto: '
-        '256MiB and 400 bytes per staged row (measured need: 230-300), at '
+        '512MiB and 400 bytes per staged row (measured need: 230-300), at '
         'most DuckDB\'s default of 80 percent of the machine\'s memory. Default: '
         'auto.')
 

@@ -111,11 +111,11 @@ def test_memory_limit_bounds_the_commit_and_keeps_its_rows(tmp_path):
 def test_auto_memory_limit_makes_room_for_the_commits_index(tmp_path):
   """DuckDB holds the primary-key index of every row a transaction inserts
   in memory: 200,000 rows do not commit under 16 MB; `auto`'s allowance per
-  row (here over a 64 MiB base instead of 256 MiB) commits them all, and
+  row (here over a 64 MiB base instead of 512 MiB) commits them all, and
   DuckDB's error under too little becomes a MemoryError naming the flag, with
   nothing written."""
-  assert commit_memory_limit('auto', 0) == '256MiB'
-  assert commit_memory_limit('auto', 10 ** 7, machine_bytes=64 << 30) == '4071MiB'
+  assert commit_memory_limit('auto', 0) == '512MiB'
+  assert commit_memory_limit('auto', 10 ** 7, machine_bytes=64 << 30) == '4327MiB'
   # Never more than DuckDB's default, 80% of the machine's memory.
   assert commit_memory_limit('auto', 10 ** 7, machine_bytes=2 << 30) == '2048MiB'
   machine = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
