@@ -5,7 +5,10 @@ Two shapes of one job, chosen by the input, never by editing the graph:
 * per record (streaming, or `--execution per_record`): each event is an element,
   with the late-data gate and event-time views (`windows.py`);
 * batched (bounded input, the default): elements are batches of records and the
-  same pure functions run inside them (`batched.py`), ~20x faster locally.
+  same pure functions run inside them (`batched.py`), ~20x faster locally;
+  with the DuckDB sink and side-input enrichment each batch of events is an
+  `events` Arrow table from decoding on, decoded in a helper process too when
+  there is one local worker (`batched_tables.py`, `parallel_decode.py`).
 
 Both produce the same rows and counters; a test checks it.
 """
@@ -19,6 +22,7 @@ from pipelines.options import AnalyticsOptions, HotSink, lookup_settings
 from schemas import tables
 from schemas.rows import dead_letter_row, event_row, events_table
 from transforms import batched
+from transforms.batched_tables import with_processed_at
 from transforms.batched_views import BatchedViews
 from transforms.cold_sink import WriteColdParquet
 from transforms.dead_letters import CollectDeadLetters
@@ -30,6 +34,7 @@ from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
 from transforms.local_watch import LocalFileWatch
 from schemas.masking import parse_fields
+from transforms.parallel_decode import DecodeTables
 from transforms.message_sources import (ReadKafkaRecords, ReadPubSubRecords,
                                         kafka_consumer_config)
 from transforms.sources import ReadRecords, WatchRecords
@@ -164,6 +169,11 @@ def _batched(pipeline, options, source, store_factory):
         min_batch_size=opts.read_batch_size,
         max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(
             batched.Batch).with_output_types(batched.Batch)
+  to_duckdb = HotSink(opts.hot_sink).kind == 'duckdb'
+  if to_duckdb and opts.enrichment != 'lookup':
+    # Every step after decoding needs the events only as rows of their
+    # table: decoded straight to it, beside the runner with one local worker.
+    return _batched_tables(pipeline, options, batches)
   decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
       opts.registry)
   unique = (decoded.events
@@ -182,7 +192,6 @@ def _batched(pipeline, options, source, store_factory):
   else:
     events = unique | 'Enrich' >> EnrichFromSideInput(
         _profiles(pipeline, opts), batched=True)
-  to_duckdb = HotSink(opts.hot_sink).kind == 'duckdb'
   if to_duckdb:
     # One Arrow table per batch, shared by the staging and cold files and
     # read by the views.
@@ -197,6 +206,24 @@ def _batched(pipeline, options, source, store_factory):
   return events, letters, event_rows, view_rows
 
 
+def _batched_tables(pipeline, options, batches):
+  """The batched path with the DuckDB sink and side-input enrichment: each
+  batch of events is one `events` Arrow table from decoding on."""
+  opts = options.view_as(AnalyticsOptions)
+  decoded = batches | 'DecodeAndValidate' >> DecodeTables(
+      opts.registry, helper=_one_local_worker(options))
+  events = (decoded.events
+            | 'Dedup' >> batched.DedupBatches(opts.dedup_ttl, pa.Table)
+            | 'JoinBatches' >> batched.Rebatch(opts.read_batch_size, pa.Table)
+            | 'Enrich' >> EnrichFromSideInput(
+                _profiles(pipeline, opts), batched=True, element_type=pa.Table))
+  event_rows = events | 'EventRows' >> beam.Map(
+      lambda table: with_processed_at(table, utcnow())).with_output_types(
+          pa.Table)
+  view_rows = event_rows | 'WindowedViews' >> BatchedViews(arrow=True)
+  return events, (decoded[DEAD_LETTERS],), event_rows, view_rows
+
+
 def build(pipeline, options, *, source=None, store_factory=None):
   """Wires the whole pipeline, sinks included; returns its named outputs.
 
@@ -209,8 +236,9 @@ def build(pipeline, options, *, source=None, store_factory=None):
       the profile store (default: a DuckDB store loaded from `--profiles`).
 
   Returns:
-    A dict of PCollections: `events` (enriched unique `Event`s; lists of them
-    on the batched path), `dead_letters` (every `DeadLetter`, late ones
+    A dict of PCollections: `events` (enriched unique `Event`s; on the
+    batched path `Batch`es of them, or `events` Arrow tables without
+    `processed_at` with the DuckDB sink and side-input enrichment), `dead_letters` (every `DeadLetter`, late ones
     included, one per element), one per view table (row dicts; on the batched
     path lists of rows, or one Arrow table per view with the DuckDB sink),
     `commits` (the hot sink's commits) and `cold_files`.

@@ -8,13 +8,15 @@ call the same pure functions as the per-record path (`decode_and_validate`,
 same (a test checks it on a corpus with every kind of bad record):
 
 * `ReadRecordBatches`: files to lists of `RawRecord`s.
-* `DecodeBatches`: lists in; lists of `Event`s out, dead letters one by one.
+* `DecodeBatches`: lists in; lists of `Event`s out, dead letters one by one
+  (`parallel_decode.DecodeTables` makes `events` Arrow tables instead).
 * `DedupBatches`: a stateful DoFn keyed by shard (16 shards of the key space),
   its state the keys seen, cleared by a WATERMARK timer at the latest expiry
   (event time + TTL): still exact and keyed by `idempotency_key`. The state
   object is `CacheAware`, so the runner's cache does not walk every key on
   each write.
 * `Rebatch`: joins the small per-shard batches dedup leaves into full ones.
+* Dedup and `Rebatch` take Arrow tables as well (`batched_tables.py`).
 * The views: `batched_views.BatchedViews`. The side-input join is
   `EnrichFromSideInput(..., batched=True)`; rows of events are one Arrow table
   per batch (`schemas.rows.events_table`).
@@ -29,6 +31,7 @@ import re
 from typing import Tuple
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.coders import PickleCoder
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
@@ -40,11 +43,12 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.keys import key_shard
-from schemas.records import DeadLetter
 from schemas.registry import load_registry
 from transforms import counters
-from transforms.decode import DEAD_LETTERS, as_raw_record, decode_and_validate
+from transforms.decode import DEAD_LETTERS
+from transforms.decoding import decode_records
 from transforms.batch import Batch
+from transforms.batched_tables import first_copies, table_shards
 from transforms.sources import read_file_records
 from transforms.views import micros
 
@@ -118,6 +122,35 @@ def raise_gc_thresholds():
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+class DecodeCounters(object):
+  """The decode step's counters, counted per decoded batch."""
+
+  def __init__(self):
+    ns = counters.NAMESPACE
+    self._input = Metrics.counter(ns, counters.INPUT_RECORDS)
+    self._blank = Metrics.counter(ns, counters.BLANK_LINES)
+    self._unknown = Metrics.counter(ns, counters.UNKNOWN_FIELDS)
+    self._valid = Metrics.counter(ns, counters.VALID_EVENTS)
+
+  def count(self, decoded, records: int):
+    """Counts `decoded`, the result of decoding `records` raw records."""
+    self._blank.inc(decoded.blank)
+    self._input.inc(records - decoded.blank)
+    self._valid.inc(len(decoded.events))
+    self._unknown.inc(decoded.unknown_fields)
+
+
+def decoded_outputs(decoded, wrap=lambda value: value):
+  """A decoded batch's outputs: each dead letter on the `dead_letters` tag,
+  then its events (a `Batch`, or the Arrow table) if any, each through
+  `wrap`."""
+  for letter in decoded.letters:
+    yield beam.pvalue.TaggedOutput(DEAD_LETTERS, wrap(letter))
+  events = decoded.events
+  if len(events):
+    yield wrap(Batch(events) if isinstance(events, list) else events)
+
+
 class _DecodeBatchFn(beam.DoFn):
 
   def __init__(self, registry_path=None):
@@ -126,30 +159,12 @@ class _DecodeBatchFn(beam.DoFn):
   def setup(self):
     raise_gc_thresholds()
     self._registry = load_registry(self._registry_path)
-    ns = counters.NAMESPACE
-    self._input = Metrics.counter(ns, counters.INPUT_RECORDS)
-    self._blank = Metrics.counter(ns, counters.BLANK_LINES)
-    self._unknown = Metrics.counter(ns, counters.UNKNOWN_FIELDS)
-    self._valid = Metrics.counter(ns, counters.VALID_EVENTS)
+    self._counters = DecodeCounters()
 
   def process(self, batch):
-    events, blank, unknown_total = [], 0, 0
-    for record in batch:
-      result, unknown = decode_and_validate(
-          as_raw_record(record), self._registry)
-      if result is None:
-        blank += 1
-      elif isinstance(result, DeadLetter):
-        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, result)
-      else:
-        events.append(result)
-        unknown_total += unknown
-    self._blank.inc(blank)
-    self._input.inc(len(batch) - blank)
-    self._valid.inc(len(events))
-    self._unknown.inc(unknown_total)
-    if events:
-      yield Batch(events)
+    decoded = decode_records(batch, self._registry)
+    self._counters.count(decoded, len(batch))
+    yield from decoded_outputs(decoded)
 
 
 class DecodeBatches(beam.PTransform):
@@ -231,25 +246,18 @@ class _DedupBatchFn(beam.DoFn):
               expiry=beam.DoFn.TimerParam(EXPIRY)):
     _, events = element
     keys = seen.read() or KeySet()
-    known = keys.keys
-    unique, duplicates, latest = [], 0, None
-    for event in events:
-      key = compact_key(event.idempotency_key)
-      if key in known:
-        duplicates += 1
-        continue
-      known.add(key)
-      unique.append(event)
-      if latest is None or event.event_time > latest:
-        latest = event.event_time
+    if isinstance(events, pa.Table):
+      unique, duplicates, latest = first_copies(events, keys.keys, compact_key)
+    else:
+      unique, duplicates, latest = _first_events(events, keys.keys)
     if latest is not None:
-      keys.keep_until(micros(latest) + self._ttl_us)
+      keys.keep_until(latest + self._ttl_us)
     seen.write(keys)
     if keys.latest is not None:
       expiry.set(Timestamp(micros=keys.latest))
     self._duplicates.inc(duplicates)
-    if unique:
-      yield Batch(unique)
+    if len(unique):
+      yield unique
 
   @on_timer(EXPIRY)
   def expire(self, seen=beam.DoFn.StateParam(SEEN)):
@@ -257,7 +265,24 @@ class _DedupBatchFn(beam.DoFn):
     seen.clear()
 
 
+def _first_events(events, known):
+  """`batched_tables.first_copies` for a `Batch` of `Event`s."""
+  unique, duplicates, latest = [], 0, None
+  for event in events:
+    key = compact_key(event.idempotency_key)
+    if key in known:
+      duplicates += 1
+      continue
+    known.add(key)
+    unique.append(event)
+    if latest is None or event.event_time > latest:
+      latest = event.event_time
+  return Batch(unique), duplicates, None if latest is None else micros(latest)
+
+
 def _split_by_shard(events):
+  if isinstance(events, pa.Table):
+    return table_shards(events, SHARDS)
   shards = {}
   for event in events:
     shards.setdefault(key_shard(event.idempotency_key, SHARDS), []).append(event)
@@ -265,18 +290,25 @@ def _split_by_shard(events):
 
 
 class DedupBatches(beam.PTransform):
-  """Lists of events in; lists of first copies out (exact, keyed by key)."""
+  """Batches of events in (`Batch`es of `Event`s, or `events` Arrow tables:
+  `element_type`); batches of first copies out (exact, keyed by key)."""
 
-  def __init__(self, ttl_s=86400):
+  def __init__(self, ttl_s=86400, element_type=Batch):
     super().__init__()
-    self._ttl_s = ttl_s
+    self._ttl_s, self._type = ttl_s, element_type
 
   def expand(self, batches):
     return (batches
             | 'SplitByShard' >> beam.FlatMap(_split_by_shard).with_output_types(
-                Tuple[int, Batch])
+                Tuple[int, self._type])
             | 'DropRetries' >> beam.ParDo(
-                _DedupBatchFn(self._ttl_s)).with_output_types(Batch))
+                _DedupBatchFn(self._ttl_s)).with_output_types(self._type))
+
+
+def _joined(parts):
+  if isinstance(parts[0], pa.Table):
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+  return Batch([item for part in parts for item in part])
 
 
 class _RebatchFn(beam.DoFn):
@@ -298,26 +330,29 @@ class _RebatchFn(beam.DoFn):
   def process(self, batch, window=beam.DoFn.WindowParam,
               timestamp=beam.DoFn.TimestampParam):
     key = (window, timestamp)
-    buffer = self._buffers.setdefault(key, [])
-    buffer.extend(batch)
-    if len(buffer) >= self._size:
-      del self._buffers[key]
-      yield Batch(buffer)
+    parts, rows = self._buffers.get(key, ([], 0))
+    parts.append(batch)
+    rows += len(batch)
+    if rows >= self._size:
+      self._buffers.pop(key, None)
+      yield _joined(parts)
+    else:
+      self._buffers[key] = (parts, rows)
 
   def finish_bundle(self):
-    for (window, timestamp), buffer in self._buffers.items():
-      yield WindowedValue(Batch(buffer), timestamp, [window])
+    for (window, timestamp), (parts, _) in self._buffers.items():
+      yield WindowedValue(_joined(parts), timestamp, [window])
     self._buffers = {}
 
 
 class Rebatch(beam.PTransform):
   """Batches in; batches of about `size` records out (same records, same order
-  within a batch's window)."""
+  within a batch's window); `Batch`es or Arrow tables (`element_type`)."""
 
-  def __init__(self, size=5000):
+  def __init__(self, size=5000, element_type=Batch):
     super().__init__()
-    self._size = size
+    self._size, self._type = size, element_type
 
   def expand(self, batches):
     return batches | 'Join' >> beam.ParDo(
-        _RebatchFn(self._size)).with_output_types(Batch)
+        _RebatchFn(self._size)).with_output_types(self._type)

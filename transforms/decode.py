@@ -6,59 +6,22 @@ contract's order: blank (skipped and counted, not a record), `oversized`,
 their `event_time` as the element timestamp; everything else leaves on the
 `dead_letters` output with its original bytes. Only the errors the checks expect
 are caught: anything else is a bug and fails the bundle, so the runner retries it
-rather than losing the record.
+rather than losing the record. The checks themselves are Beam-free, in
+`decoding.py`.
 """
-from typing import Optional, Tuple, Union
-
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.records import (DeadLetter, Event, MALFORMED, MAX_RECORD_BYTES,
-                             OVERSIZED, RawRecord)
+from schemas.records import DeadLetter
 from schemas.registry import load_registry
 from transforms import counters
-from transforms.parsing import Malformed, is_blank, parse_record
-from transforms.validate import validate
+from transforms.decoding import as_raw_record, decode_and_validate
 
 __all__ = ['decode_and_validate', 'as_raw_record', 'DecodeAndValidate',
            'DEAD_LETTERS']
 
 DEAD_LETTERS = 'dead_letters'
-
-
-def as_raw_record(element) -> RawRecord:
-  """Accepts a RawRecord or bare bytes (a record injected without an origin)."""
-  if isinstance(element, RawRecord):
-    return element
-  if isinstance(element, (bytes, bytearray, memoryview)):
-    return RawRecord(bytes(element))
-  raise TypeError('a raw record must be bytes, got %s' % type(element).__name__)
-
-
-def decode_and_validate(
-    record: RawRecord, registry=None
-) -> Tuple[Optional[Union[Event, DeadLetter]], int]:
-  """Returns (Event, DeadLetter or None for a blank line, unknown field count)."""
-  result, unknown = _decode_and_validate(record, registry or load_registry())
-  if record.attributes and isinstance(result, DeadLetter):
-    result = result._replace(attributes=record.attributes)
-  return result, unknown
-
-
-def _decode_and_validate(record, registry):
-  data, origin = record.data, record.origin
-  if is_blank(data):
-    return None, 0
-  if len(data) > MAX_RECORD_BYTES:
-    return DeadLetter.of(
-        OVERSIZED, 'record is %d bytes, the limit is %d' % (
-            len(data), MAX_RECORD_BYTES), data, origin), 0
-  try:
-    obj = parse_record(data, registry)
-  except Malformed as e:
-    return DeadLetter.of(MALFORMED, str(e), data, origin), 0
-  return validate(obj, data, origin, registry)
 
 
 class _DecodeAndValidateFn(beam.DoFn):

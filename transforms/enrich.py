@@ -10,10 +10,12 @@ side input, see `lookup.py`.
 import typing
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from transforms import counters
 from transforms.batch import Batch
+from transforms.batched_tables import enrich_table
 from schemas.records import Event
 from transforms.profiles import (FALLBACK, Profile, newest,
                                  read_newest_profiles)
@@ -92,6 +94,11 @@ class _EnrichFn(beam.DoFn):
         counters.NAMESPACE, counters.ENRICHMENT_FALLBACKS)
 
   def process(self, element, profiles):
+    if isinstance(element, pa.Table):  # the batched path's `events` rows
+      table, fallbacks = enrich_table(element, profiles)
+      self._fallbacks.inc(fallbacks)
+      yield table
+      return
     events = element if self._batched else (element,)
     out, fallbacks = [], 0
     for event in events:
@@ -109,12 +116,14 @@ class EnrichFromSideInput(beam.PTransform):
   Args:
     profiles: a PCollection of ((tenant_id, user_id), Profile) pairs, or None
       (every event gets the fallback).
-    batched: the elements are `Batch`es of events (the batched path).
+    batched: the elements are batches of events (the batched path):
+      `Batch`es of `Event`s, or `events` Arrow tables (`element_type`).
   """
 
-  def __init__(self, profiles, batched=False):
+  def __init__(self, profiles, batched=False, element_type=Batch):
     super().__init__()
     self._profiles, self._batched = profiles, batched
+    self._type = element_type
 
   def expand(self, events):
     profiles = self._profiles
@@ -123,5 +132,5 @@ class EnrichFromSideInput(beam.PTransform):
     join = beam.ParDo(_EnrichFn(self._batched),
                       profiles=beam.pvalue.AsDict(profiles))
     # Declared: inferred from `process` it would be `Batch` on both paths.
-    join = join.with_output_types(Batch if self._batched else typing.Any)
+    join = join.with_output_types(self._type if self._batched else typing.Any)
     return events | 'JoinProfiles' >> join
