@@ -7,6 +7,10 @@ here, on a corpus with every kind of bad record, in input order. The whole
 path against the per-record one: `test_cli.test_batched_and_per_record_paths_agree`.
 """
 import datetime
+import glob
+import os
+import signal
+import time
 
 import pytest
 from apache_beam.utils.windowed_value import WindowedValue
@@ -77,7 +81,6 @@ def raw_batches(tmp_path_factory):
   out = str(tmp_path_factory.mktemp('corpus'))
   generate(out, events=1200, users=30, tenants=3, files=1, seed=3,
            bad_rate=0.08, blank_rate=0.02)
-  import glob
   [path] = glob.glob(out + '/events/*.jsonl')
   with open(path, 'rb') as f:
     records = list(read_file_records(f, path))
@@ -152,3 +155,28 @@ def test_a_batch_the_helper_fails_on_fails_the_bundle(raw_batches):
     list(fn.finish_bundle())
   fn.teardown()
   assert fn._pool is None
+
+
+def test_batches_a_killed_helper_held_are_decoded_here(raw_batches):
+  fn = parallel_decode._DecodeTablesFn(helper=True)
+  fn.setup()
+  fn.start_bundle()
+  got, killed = [], []
+  for i, batch in enumerate(raw_batches):
+    got.extend(fn.process(batch, timestamp=0, window=None))
+    if i in (3, 7):  # the helper then holds batches (futures not done)
+      [helper] = fn._pool._processes
+      assert helper not in killed  # a new helper replaced the killed one
+      os.kill(helper, signal.SIGKILL)
+      killed.append(helper)
+      if i == 3:  # let the pool see it died: the next batch's submit fails
+        time.sleep(1)
+  got.extend(fn.finish_bundle())
+  fn.teardown()
+  assert len(killed) == 2
+  flat = [('letter', g.value.value) if hasattr(g, 'tag') else ('events', g.value)
+          for g in got]
+  expected = _expected(raw_batches)
+  assert [kind for kind, _ in flat] == [kind for kind, _ in expected]
+  for (kind, value), (_, wanted) in zip(flat, expected):
+    assert value.equals(wanted) if kind == 'events' else value == wanted

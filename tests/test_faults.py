@@ -198,3 +198,65 @@ def test_one_worker_process_killed_mid_run(sample, tmp_path):
   for tiers in (got, expected):
     tiers['events'] = [(k, tier, payload) for k, _, tier, payload in tiers['events']]
   assert got == expected
+
+
+def _decode_helper(job, deadline_s=120):
+  """The job's decode helper (`parallel_decode`): its forked child, the same
+  command line as the job; None if the run ended first."""
+  from benchmarks.soak import child_pids
+  with open('/proc/%d/cmdline' % job.pid) as f:
+    command = f.read()
+  deadline = time.monotonic() + deadline_s
+  while job.poll() is None and time.monotonic() < deadline:
+    for child in child_pids(job.pid):
+      try:
+        with open('/proc/%d/cmdline' % child) as f:
+          if f.read() == command:
+            return child
+      except OSError:
+        continue
+    time.sleep(0.01)
+  return None
+
+
+def _gone(pid, within_s):
+  deadline = time.monotonic() + within_s
+  while time.monotonic() < deadline:
+    try:
+      with open('/proc/%d/stat' % pid) as f:
+        if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+          return True
+    except OSError:
+      return True
+    time.sleep(0.1)
+  return False
+
+
+@pytest.mark.parametrize('killed', ['job', 'helper'])
+def test_decode_helper_and_job_killed(sample, tmp_path, killed):
+  """The decode step's helper process (one local worker, batches of 500):
+  SIGKILL to the job alone ends the helper too (no orphan), and a rerun
+  gives a clean run's rows; SIGKILL to the helper is survived (its batches
+  decoded in the job) and the run gives a clean run's rows."""
+  data, clean = sample
+  db = str(tmp_path / 'w.duckdb')
+  job = subprocess.Popen(
+      [sys.executable, '-m'] + _args(data, db) + ['--read_batch_size', '500'],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, start_new_session=True)
+  try:
+    helper = _decode_helper(job)
+    assert helper, 'the run ended before its helper was seen'
+    os.kill(job.pid if killed == 'job' else helper, signal.SIGKILL)
+    out, err = job.communicate(timeout=180)
+  finally:
+    if job.poll() is None:
+      os.killpg(job.pid, signal.SIGKILL)
+  if killed == 'job':
+    assert job.returncode == -signal.SIGKILL
+    assert _gone(helper, within_s=5), 'the helper outlived the killed job'
+    _run(data, db)
+  else:
+    assert job.returncode == 0, err[-2000:]
+    assert _gone(helper, within_s=1)
+  assert _tiers(db) == _tiers(clean)

@@ -10,14 +10,20 @@ whenever the helper already has enough in hand: both cores decode while this
 process also runs the steps after decoding (`batched_tables.py`).
 
 Results leave in input order (dedup keeps a key's first copy in reading
-order, as everywhere), at most a few batches wait, and a batch the helper
-fails on fails the bundle, as a failure in this process would. A bundle of
-one batch never starts the helper. The helper is forked: it starts at once,
-inherits the loaded schemas and imports nothing.
+order, as everywhere) and at most a few batches wait. A batch decoding
+raises on fails the bundle, as it would here; if the helper dies (killed,
+out of memory) the batches it held are decoded here and the next batch
+starts a new helper. A bundle of one batch never starts the helper. The
+helper is forked: it starts at once, inherits the loaded schemas and imports
+nothing; it ends with the job, even a killed one.
 """
 import collections
 import concurrent.futures
 import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
 
 import apache_beam as beam
 import pyarrow as pa
@@ -34,6 +40,18 @@ __all__ = ['DecodeTables', 'HELPER_COUNTER']
 
 # Batches decoded by the helper (its own namespace: not a pipeline counter).
 HELPER_COUNTER = ('parallel_decode', 'batches_decoded_in_helper')
+
+
+def _exit_with_parent(parent: int):
+  """Runs in the helper as it starts: ends it once the process that started
+  it is gone (killed, say), instead of it waiting on its queue forever and
+  holding the job's output pipes open."""
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(0.5)
+    os._exit(1)
+  threading.Thread(target=watch, name='exit-with-parent', daemon=True).start()
+
 
 # Batches handed to the helper and not yet back; a batch arriving while it
 # has this many is decoded here.
@@ -58,7 +76,8 @@ class _DecodeTablesFn(beam.DoFn):
     self._pool = None
 
   def start_bundle(self):
-    self._waiting = collections.deque()  # (result or future, records, ts, window)
+    # (result or the helper's future, the batch's records, timestamp, window)
+    self._waiting = collections.deque()
     self._batches = 0
 
   def process(self, batch, timestamp=beam.DoFn.TimestampParam,
@@ -67,14 +86,19 @@ class _DecodeTablesFn(beam.DoFn):
     self._batches += 1
     if self._helper and self._batches > 1 and self._pool is None:
       self._pool = concurrent.futures.ProcessPoolExecutor(
-          1, mp_context=multiprocessing.get_context('fork'))
+          1, mp_context=multiprocessing.get_context('fork'),
+          initializer=_exit_with_parent, initargs=(os.getpid(),))
     in_helper = sum(isinstance(w[0], concurrent.futures.Future)
                     and not w[0].done() for w in self._waiting)
+    result = None
     if self._pool is not None and in_helper < HELPER_BATCHES:
-      result = self._pool.submit(decode_table, records, self._registry_path)
-    else:
+      try:
+        result = self._pool.submit(decode_table, records, self._registry_path)
+      except BrokenProcessPool:  # it died: a new one from the next batch
+        self.teardown()
+    if result is None:
       result = decode_table(records, self._registry_path)
-    self._waiting.append((result, len(records), timestamp, window))
+    self._waiting.append((result, records, timestamp, window))
     yield from self._emit(block=len(self._waiting) > MAX_WAITING)
 
   def finish_bundle(self):
@@ -90,16 +114,19 @@ class _DecodeTablesFn(beam.DoFn):
           return
         try:
           result = result.result()
+          self._in_helper.inc()
+          self.helper_batches += 1
+        except (BrokenProcessPool, concurrent.futures.CancelledError):
+          # The helper died (killed, out of memory): the batches it held are
+          # decoded here; the next submit finds it broken and replaces it.
+          result = decode_table(records, self._registry_path)
         except BaseException:
-          # The bundle fails (and is retried) as if decoded here; a retry
-          # starts a fresh helper in case this one died.
+          # Decoding raised (a bug): the bundle fails as if decoded here.
           self.teardown()
           raise
-        self._in_helper.inc()
-        self.helper_batches += 1
       self._waiting.popleft()
       block = everything
-      self._counters.count(result, records)
+      self._counters.count(result, len(records))
       yield from decoded_outputs(
           result, lambda value: WindowedValue(value, timestamp, [window]))
 
