@@ -3,9 +3,10 @@
     python -m benchmarks.soak [--events 2000000] [--files 16] [--dedup_ttl 86400]
 
 Generates the corpus with the project's generator, runs the main command as
-users run it, samples the job's resident memory (the process and its children,
-from /proc) every second, and prints records per second, the peak, and memory
-at each quarter of the run, so growth per record after warm-up shows. It then
+users run it, samples the job's memory (the process and its children, from
+/proc: PSS, which splits pages a forked helper shares with the job, and RSS)
+every second, and prints records per second, the peaks, and memory at each
+quarter of the run, so growth per record after warm-up shows. It then
 checks the identity with `pipelines.verify`.
 """
 import argparse
@@ -18,7 +19,7 @@ import time
 
 from pipelines.generate import generate
 
-__all__ = ['main', 'tree_rss_mb', 'child_pids']
+__all__ = ['main', 'tree_memory_mb', 'child_pids']
 
 
 def child_pids(pid):
@@ -35,25 +36,30 @@ def child_pids(pid):
   return found
 
 
-def tree_rss_mb(pid) -> float:
-  """Resident memory of a process and its descendants, MB."""
-  total, stack = 0, [pid]
+def tree_memory_mb(pid):
+  """(RSS, PSS) of a process and its descendants, MB. RSS counts a page
+  shared by several of them (a forked helper's) in each; PSS splits it
+  between them, so its sum is the memory the job holds."""
+  rss = pss = 0
+  stack = [pid]
   while stack:
     current = stack.pop()
     try:
       with open('/proc/%d/status' % current) as f:
-        for line in f:
-          if line.startswith('VmRSS:'):
-            total += int(line.split()[1])
+        rss += sum(int(line.split()[1]) for line in f
+                   if line.startswith('VmRSS:'))
+      with open('/proc/%d/smaps_rollup' % current) as f:
+        pss += sum(int(line.split()[1]) for line in f
+                   if line.startswith('Pss:'))
     except OSError:
-      continue
+      continue  # it ended while it was being read
     stack.extend(child_pids(current))
-  return total / 1024
+  return rss / 1024, pss / 1024
 
 
-def _rss_at(samples, seconds, parts):
-  """RSS at the end of each of `parts` equal parts of the run (the nearest
-  (time, RSS) sample), to show its shape."""
+def _memory_at(samples, seconds, parts):
+  """Memory at the end of each of `parts` equal parts of the run (the nearest
+  (time, MB) sample), to show its shape."""
   return [min(samples, key=lambda s: abs(s[0] - seconds * i / parts))[1]
           for i in range(1, parts + 1)]
 
@@ -82,24 +88,27 @@ def main(argv=None):
              '--dedup_ttl', str(args.dedup_ttl)]
   started = time.monotonic()
   job = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-  samples = []
+  samples, peak_rss = [], 0.0
   while job.poll() is None:
-    samples.append((time.monotonic() - started, tree_rss_mb(job.pid)))
+    rss, pss = tree_memory_mb(job.pid)
+    peak_rss = max(peak_rss, rss)
+    samples.append((time.monotonic() - started, pss))
     time.sleep(1)
   seconds = time.monotonic() - started
   summary = job.stdout.read().strip()
   if job.returncode:
     print('the job failed (%d)' % job.returncode)
     return 1
-  peak = max(rss for _, rss in samples)
-  quarters, tenths = _rss_at(samples, seconds, 4), _rss_at(samples, seconds, 10)
+  peak = max(pss for _, pss in samples)
+  quarters, tenths = _memory_at(samples, seconds, 4), _memory_at(samples, seconds, 10)
   print('\n'.join(line for line in summary.splitlines()
                   if line.startswith(('run ', 'time per step'))))
-  print('soak: %d records in %.0f s = %.0f records/s; peak RSS %.0f MB; RSS at '
-        'each quarter of the run: %s MB' % (
+  print('soak: %d records in %.0f s = %.0f records/s; peak PSS %.0f MB (peak '
+        'RSS %.0f MB, shared pages counted in each process); PSS at each '
+        'quarter of the run: %s MB' % (
             manifest['records'], seconds, manifest['records'] / seconds, peak,
-            ', '.join('%.0f' % q for q in quarters)))
-  print('RSS at each tenth of the run: %s MB' % ', '.join(
+            peak_rss, ', '.join('%.0f' % q for q in quarters)))
+  print('PSS at each tenth of the run: %s MB' % ', '.join(
       '%.0f' % t for t in tenths))
   verify = subprocess.run([sys.executable, '-m', 'pipelines.verify', '--hot_sink',
                            'duckdb:' + db, '--cold_path', os.path.join(out, 'cold')],

@@ -7,8 +7,8 @@ Generates the corpus with the project's generator (retries, blank lines, bad
 records of every kind), runs the pipeline as users run it
 (`python -m pipelines.analytics`, FnApiRunner, optionally two worker processes),
 then the plain-Python job on the same files, and prints records per second,
-seconds, peak RSS (the job's processes summed, shared pages counted in each),
-the time per step (the pipeline's from Beam's sampled
+seconds, peak memory (the pipeline's: PSS of its processes summed, sampled;
+the plain job's: RSS), the time per step (the pipeline's from Beam's sampled
 execution-time metrics, the plain job's measured) and the ratio. The ratio is
 the figure that holds on a noisy machine. Both runs' counts are checked equal.
 """
@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.plain_job import run_plain  # noqa: E402
-from benchmarks.soak import tree_rss_mb  # noqa: E402
+from benchmarks.soak import tree_memory_mb  # noqa: E402
 from pipelines.generate import generate  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def _pipeline(data, out, workers, execution):
   # The job and its helper process (and any workers) together, sampled.
   peak = 0.0
   while job.poll() is None:
-    peak = max(peak, tree_rss_mb(job.pid))
+    peak = max(peak, tree_memory_mb(job.pid)[1])
     time.sleep(0.1)
   seconds = time.perf_counter() - start
   out, err = job.communicate()
@@ -88,7 +88,7 @@ def main(argv=None):
     print('corpus: %d records, %d unique events, %d retries, %d bad' % (
         records, manifest['unique_events'], manifest['duplicates'],
         sum(manifest['bad'].values())))
-    print('pipeline (%s, %d worker%s): %.1f s, %.0f records/s, peak RSS %.0f MB '
+    print('pipeline (%s, %d worker%s): %.1f s, %.0f records/s, peak PSS %.0f MB '
           '(its processes together, sampled)'
           % (args.execution, args.workers, 's' if args.workers > 1 else '',
              beam_s, records / beam_s, beam_rss))

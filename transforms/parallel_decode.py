@@ -15,7 +15,7 @@ raises on fails the bundle, as it would here; if the helper dies (killed,
 out of memory) the batches it held are decoded here and the next batch
 starts a new helper. A bundle of one batch never starts the helper. The
 helper is forked: it starts at once, inherits the loaded schemas and imports
-nothing; it ends with the job, even a killed one.
+nothing; it ends with its bundle, and with the job, even a killed one.
 """
 import collections
 import concurrent.futures
@@ -103,6 +103,9 @@ class _DecodeTablesFn(beam.DoFn):
 
   def finish_bundle(self):
     yield from self._emit(block=True, everything=True)
+    # The helper lives for one bundle: its memory is freed before the steps
+    # after decoding (the commit) run, and starting one is a fork.
+    self.teardown()
 
   def _emit(self, block, everything=False):
     """Emits waiting results from the oldest on while they are ready (with
