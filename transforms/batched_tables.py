@@ -32,7 +32,14 @@ def table_shards(table: pa.Table, shards: int):
     rows.setdefault(key_shard(key, shards), []).append(i)
   if len(rows) == 1:
     return [(shard, table) for shard in rows]
-  return [(shard, table.take(indices)) for shard, indices in rows.items()]
+  # One take puts each shard's rows together; the parts are slices of it
+  # (a take per shard copied the whole table's columns sixteen times).
+  grouped = table.take([i for indices in rows.values() for i in indices])
+  parts, start = [], 0
+  for shard, indices in rows.items():
+    parts.append((shard, grouped.slice(start, len(indices))))
+    start += len(indices)
+  return parts
 
 
 def first_copies(table: pa.Table, known: set, compact):
