@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.plain_job import run_plain  # noqa: E402
-from benchmarks.soak import tree_memory_mb  # noqa: E402
+from benchmarks.processes import tree_memory_mb  # noqa: E402
 from pipelines.generate import generate  # noqa: E402
 
 

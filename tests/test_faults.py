@@ -11,6 +11,7 @@ import time
 import duckdb
 import pytest
 
+from benchmarks.processes import child_pids
 from pipelines.generate import generate
 from tests.cli import ROOT, metrics, query, run_module
 from transforms.cold_pieces import STAGING_FOLDER
@@ -151,17 +152,21 @@ def test_job_killed_mid_run_then_repeated_gives_a_clean_runs_rows(
   assert now == left and (moment == 'staging' or left)
 
 
-def _sdk_workers(pid):
-  from benchmarks.soak import child_pids
-  found = []
+def _children_by_command(pid):
+  """{child pid: its command line} of a process's children now."""
+  found = {}
   for child in child_pids(pid):
     try:
       with open('/proc/%d/cmdline' % child) as f:
-        if 'sdk_worker_main' in f.read():
-          found.append(child)
+        found[child] = f.read()
     except OSError:
-      continue
+      continue  # it ended meanwhile
   return found
+
+
+def _sdk_workers(pid):
+  return [child for child, command in _children_by_command(pid).items()
+          if 'sdk_worker_main' in command]
 
 
 def test_one_worker_process_killed_mid_run(sample, tmp_path):
@@ -203,18 +208,13 @@ def test_one_worker_process_killed_mid_run(sample, tmp_path):
 def _decode_helper(job, deadline_s=120):
   """The job's decode helper (`parallel_decode`): its forked child, the same
   command line as the job; None if the run ended first."""
-  from benchmarks.soak import child_pids
   with open('/proc/%d/cmdline' % job.pid) as f:
     command = f.read()
   deadline = time.monotonic() + deadline_s
   while job.poll() is None and time.monotonic() < deadline:
-    for child in child_pids(job.pid):
-      try:
-        with open('/proc/%d/cmdline' % child) as f:
-          if f.read() == command:
-            return child
-      except OSError:
-        continue
+    for child, child_command in _children_by_command(job.pid).items():
+      if child_command == command:
+        return child
     time.sleep(0.01)
   return None
 

@@ -19,27 +19,35 @@ from schemas import tables
 from schemas.keys import key_shard
 from transforms.profiles import FALLBACK
 
-__all__ = ['table_shards', 'first_copies', 'enrich_table', 'with_processed_at']
+__all__ = ['split_table', 'table_shards', 'first_copies', 'enrich_table',
+           'with_processed_at']
 
 _SCHEMA = tables.arrow_schema(tables.EVENTS)
 _COLUMN = {name: i for i, name in enumerate(_SCHEMA.names)}
 
 
-def table_shards(table: pa.Table, shards: int):
-  """[(shard, rows of `table` whose key falls in it)], rows in order."""
+def split_table(table: pa.Table, keys):
+  """[(key, rows of `table` with that key)] for `keys` (one per row), keys in
+  order of first appearance, rows in order. One take puts each key's rows
+  together and the parts are slices of it (a take per key copied the whole
+  table's columns once per key)."""
   rows = {}
-  for i, key in enumerate(table.column('idempotency_key').to_pylist()):
-    rows.setdefault(key_shard(key, shards), []).append(i)
+  for i, key in enumerate(keys):
+    rows.setdefault(key, []).append(i)
   if len(rows) == 1:
-    return [(shard, table) for shard in rows]
-  # One take puts each shard's rows together; the parts are slices of it
-  # (a take per shard copied the whole table's columns sixteen times).
+    return [(key, table) for key in rows]
   grouped = table.take([i for indices in rows.values() for i in indices])
   parts, start = [], 0
-  for shard, indices in rows.items():
-    parts.append((shard, grouped.slice(start, len(indices))))
+  for key, indices in rows.items():
+    parts.append((key, grouped.slice(start, len(indices))))
     start += len(indices)
   return parts
+
+
+def table_shards(table: pa.Table, shards: int):
+  """[(shard, rows of `table` whose key falls in it)], rows in order."""
+  return split_table(table, [key_shard(key, shards) for key in
+                             table.column('idempotency_key').to_pylist()])
 
 
 def first_copies(table: pa.Table, known: set, compact):

@@ -34,6 +34,7 @@ from apache_beam.transforms import trigger, window
 from schemas import tables
 from schemas.keys import key_shard
 from transforms import counters
+from transforms.batched_tables import split_table
 from transforms.cold_pieces import (PieceRef, pieces_folder, read_pieces,
                                     remove_pieces, write_piece)
 from transforms.files import write_atomically
@@ -101,14 +102,8 @@ class _StagePiecesFn(beam.DoFn):
     rows = rows_to_table(tables.EVENTS, rows)
     if not rows.num_rows:
       return
-    groups = {}
-    for i, key in enumerate(_partition_keys(rows, self._shards)):
-      groups.setdefault(key, []).append(i)
-    if len(groups) == 1:
-      yield from write_piece(self._folder, [(key, rows) for key in groups])
-    else:
-      yield from write_piece(self._folder, [
-          (key, rows.take(indices)) for key, indices in groups.items()])
+    yield from write_piece(self._folder, split_table(
+        rows, _partition_keys(rows, self._shards)))
 
 
 def _as_table(parts) -> pa.Table:

@@ -5,13 +5,12 @@ process per file; BigQuery MERGEs are done once per commit), but Beam may run
 several worker processes. Workers therefore only stage batches of rows; one
 commit step, after a GroupByKey, makes them visible (`stage_and_commit`).
 
-The DuckDB sink stages Parquet files with content-derived names (temp name,
-then rename), so a retried bundle writes the same file again instead of a new
-one.
+The DuckDB sink stages Parquet files with content-derived names
+(`files.write_atomically`: temp name, then rename), so a retried bundle
+writes the same file again instead of a new one.
 """
 import hashlib
 import os
-import uuid
 
 import apache_beam as beam
 import pyarrow as pa
@@ -20,6 +19,7 @@ from apache_beam.transforms import trigger, window
 
 from schemas.tables import Table, arrow_schema
 from transforms.batch import Batch, split_batch
+from transforms.files import write_atomically
 
 __all__ = ['write_staging_file', 'rows_to_table', 'stage_and_commit']
 
@@ -82,9 +82,6 @@ def write_staging_file(directory: str, table: Table, rows) -> str:
   folder = os.path.join(directory, table.name)
   os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, hashlib.sha256(data).hexdigest() + '.parquet')
-  if not os.path.exists(path):
-    temp = '%s.%s.tmp' % (path, uuid.uuid4().hex)
-    with open(temp, 'wb') as f:
-      f.write(data)
-    os.replace(temp, path)
+  if not os.path.exists(path):  # else a retried bundle's: the same bytes
+    write_atomically(path, data)
   return path
