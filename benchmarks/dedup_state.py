@@ -24,8 +24,9 @@ sys.path.insert(0, __file__.rsplit('/', 2)[0])
 
 from schemas.keys import key_shard  # noqa: E402
 from schemas.records import Event  # noqa: E402
-from transforms.batched import (Batch, DedupBatches, KeySet, SHARDS,  # noqa: E402
-                                compact_key)
+from transforms.batch import Batch  # noqa: E402
+from transforms.batched_dedup import (DedupBatches, KeySet, SHARDS,  # noqa: E402
+                                      compact_key)
 from transforms.dedup import DedupByIdempotencyKey  # noqa: E402
 
 UTC = datetime.timezone.utc

@@ -22,7 +22,7 @@ from schemas.records import (MALFORMED, OVERSIZED, SCHEMA_VIOLATION,
                              UNKNOWN_EVENT_TYPE, UNSUPPORTED_SCHEMA_VERSION)
 from transforms.timestamps import format_utc
 
-__all__ = ['generate', 'make_event', 'main']
+__all__ = ['generate', 'make_event', 'bad_record', 'main']
 
 _URLS = ['/', '/pricing', '/docs', '/blog/launch', '/signup', '/cart', '/checkout']
 _CURRENCIES = ['EUR', 'USD', 'GBP', 'JPY']
@@ -66,7 +66,7 @@ def make_event(rng, tenant, user, event_type, event_time, source='web'):
       schema_version=version, trace_id='t-%016x' % rng.getrandbits(64))
 
 
-def _bad_record(rng, good: dict):
+def bad_record(rng, good: dict):
   """A bad record of a random kind: (expected kind, bytes)."""
   kind = rng.choice([OVERSIZED, MALFORMED, UNSUPPORTED_SCHEMA_VERSION,
                      UNKNOWN_EVENT_TYPE, SCHEMA_VIOLATION])
@@ -136,7 +136,7 @@ def generate(out, events=1000, users=100, tenants=3, files=2, seed=7,
                        rng.choice(['page_view', 'page_view', 'click', 'purchase']),
                        event_time)
     if roll < duplicate_rate + bad_rate:
-      kind, data = _bad_record(rng, event)
+      kind, data = bad_record(rng, event)
       manifest['bad'][kind] = manifest['bad'].get(kind, 0) + 1
       records.append(('bytes', data))
       continue

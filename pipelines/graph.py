@@ -1,16 +1,25 @@
 """The pipeline's graph: `build(pipeline, options, source=...)`.
 
-Two shapes of one job, chosen by the input, never by editing the graph:
+Shapes of one job, chosen by the input and the runner, never by editing the
+graph:
 
-* per record (streaming, or `--execution per_record`): each event is an element,
-  with the late-data gate and event-time views (`windows.py`);
+* per record (streaming on Dataflow and Flink, or `--execution per_record`):
+  each event is an element, with the late-data gate and event-time views
+  (`windows.py`);
 * batched (bounded input, the default): elements are batches of records and the
   same pure functions run inside them (`batched.py`), ~20x faster locally;
   with the DuckDB sink and side-input enrichment each batch of events is an
   `events` Arrow table from decoding on, decoded in a helper process too when
-  there is one local worker (`batched_tables.py`, `parallel_decode.py`).
+  there is one local worker (`batched_tables.py`, `parallel_decode.py`);
+* micro-batched (streaming on the local runner, the default there): batches
+  of records as they arrive, dedup keys expiring by event time
+  (`batched_dedup.py`), and the late-data gate's rule on views whose windows
+  one stateful step keeps and drops at their end + lateness
+  (`batched_windows.py`). Per record, the local runner grows per record: it
+  keeps every key a stateful step ever saw (and walks them all to find
+  timers), and every window of a trigger with late firings.
 
-Both produce the same rows and counters; a test checks it.
+They produce the same rows and counters; tests check it.
 """
 import datetime
 
@@ -21,9 +30,10 @@ from apache_beam.options.pipeline_options import StandardOptions
 from pipelines.options import AnalyticsOptions, HotSink, lookup_settings
 from schemas import tables
 from schemas.rows import dead_letter_row, event_row, events_table
-from transforms import batched
+from transforms import batched, batched_dedup
 from transforms.batched_tables import with_processed_at
 from transforms.batched_views import BatchedViews
+from transforms.batched_windows import BatchedWindowedViews
 from transforms.cold_sink import WriteColdParquet
 from transforms.dead_letters import CollectDeadLetters
 from transforms.decode import DEAD_LETTERS, DecodeAndValidate
@@ -41,7 +51,7 @@ from transforms.sources import ReadRecords, WatchRecords
 from transforms.stores import profile_store
 from transforms.windows import LATE_EVENTS, ViewPolicy, WindowedViews
 
-__all__ = ['build', 'utcnow', 'is_batched']
+__all__ = ['build', 'utcnow', 'is_batched', 'is_micro_batched', 'is_local']
 
 
 def utcnow():
@@ -53,6 +63,18 @@ def is_batched(options) -> bool:
   opts = options.view_as(AnalyticsOptions)
   return (not options.view_as(StandardOptions).streaming
           and opts.execution == 'batched')
+
+
+def is_local(options) -> bool:
+  """The DirectRunner (or one of its local runners by name)."""
+  return options.view_as(StandardOptions).runner in _LOCAL_RUNNERS
+
+
+def is_micro_batched(options) -> bool:
+  """Streaming on the local runner, not asked for per-record execution."""
+  opts = options.view_as(AnalyticsOptions)
+  return (options.view_as(StandardOptions).streaming
+          and opts.execution == 'batched' and is_local(options))
 
 
 def _event_row(event):
@@ -114,7 +136,9 @@ def _one_local_worker(options) -> bool:
       'FnApiRunner',) and options.view_as(DirectOptions).direct_num_workers == 1)
 
 
-def _source(pipeline, opts):
+def _source(pipeline, opts, batch_size=None):
+  """The configured input; a locally watched folder gives `Batch`es of at
+  most `batch_size` records when one is given, every other source records."""
   if opts.input_subscription or opts.input_topic:
     return pipeline | 'ReadInput' >> ReadPubSubRecords(
         opts.input_subscription, opts.input_topic, opts.timestamp_attribute)
@@ -126,15 +150,23 @@ def _source(pipeline, opts):
         [opts.kafka_topic], opts.kafka_commit_on_finalize,
         opts.kafka_expansion_service)
   if opts.input_watch:
-    if opts.view_as(StandardOptions).runner in _LOCAL_RUNNERS:
+    if is_local(opts):
       # MatchContinuously cannot run live on the offline local runners.
       return pipeline | 'WatchInput' >> LocalFileWatch(
           opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None,
-          registry_path=opts.registry)
+          registry_path=opts.registry, batch_size=batch_size)
     return pipeline | 'WatchInput' >> WatchRecords(
         opts.input_watch, opts.watch_interval_s, opts.watch_duration_s or None,
         registry_path=opts.registry)
   return pipeline | 'ReadInput' >> ReadRecords(opts.input, opts.registry)
+
+
+def _view_policy(opts, streaming=True):
+  return ViewPolicy(
+      allowed_lateness_s=opts.allowed_lateness,
+      early_firing_s=opts.early_firing_s or None,
+      beam_lateness_margin_s=max(opts.dedup_ttl, 3600),
+      streaming=streaming)
 
 
 def _per_record(pipeline, options, source, store_factory):
@@ -146,11 +178,8 @@ def _per_record(pipeline, options, source, store_factory):
   # Dedup before windowing: a retry must not count twice in any view.
   unique = decoded.events | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl)
   events, enrich_letters = _enrich(pipeline, opts, unique, store_factory)
-  views = events | 'WindowedViews' >> WindowedViews(ViewPolicy(
-      allowed_lateness_s=opts.allowed_lateness,
-      early_firing_s=opts.early_firing_s or None,
-      beam_lateness_margin_s=max(opts.dedup_ttl, 3600),
-      streaming=streaming))
+  views = events | 'WindowedViews' >> WindowedViews(
+      _view_policy(opts, streaming))
   letters = (decoded[DEAD_LETTERS], views[LATE_EVENTS]) + enrich_letters
   to_row = _row_maker(opts)
   event_rows = events | 'EventRows' >> beam.Map(to_row)
@@ -158,26 +187,19 @@ def _per_record(pipeline, options, source, store_factory):
   return events, letters, event_rows, view_rows
 
 
-def _batched(pipeline, options, source, store_factory):
-  opts = options.view_as(AnalyticsOptions)
-  if source is None:
-    batches = pipeline | 'ReadInput' >> batched.ReadRecordBatches(
-        opts.input, opts.read_batch_size, opts.registry,
-        spread_batches=not _one_local_worker(options))
-  else:
-    batches = source | 'BatchInput' >> beam.BatchElements(
-        min_batch_size=opts.read_batch_size,
-        max_batch_size=opts.read_batch_size) | 'AsBatch' >> beam.Map(
-            batched.Batch).with_output_types(batched.Batch)
-  to_duckdb = HotSink(opts.hot_sink).kind == 'duckdb'
-  if to_duckdb and opts.enrichment != 'lookup':
-    # Every step after decoding needs the events only as rows of their
-    # table: decoded straight to it, beside the runner with one local worker.
-    return _batched_tables(pipeline, options, batches)
-  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
-      opts.registry)
+def _as_batches(records, size):
+  """Records (from an injected or message source) as `Batch`es."""
+  return records | 'BatchInput' >> beam.BatchElements(
+      min_batch_size=size, max_batch_size=size) | 'AsBatch' >> beam.Map(
+          batched.Batch).with_output_types(batched.Batch)
+
+
+def _batched_events(pipeline, opts, decoded, store_factory, streaming):
+  """Decoded `Batch`es of events to enriched unique ones; returns (events,
+  tuple of the steps' dead-letter PCollections)."""
   unique = (decoded.events
-            | 'Dedup' >> batched.DedupBatches(opts.dedup_ttl)
+            | 'Dedup' >> batched_dedup.DedupBatches(
+                opts.dedup_ttl, streaming=streaming)
             | 'JoinBatches' >> batched.Rebatch(opts.read_batch_size))
   letters = (decoded[DEAD_LETTERS],)
   if opts.enrichment == 'lookup':
@@ -188,22 +210,63 @@ def _batched(pipeline, options, source, store_factory):
         min_batch_size=opts.read_batch_size,
         max_batch_size=opts.read_batch_size) | 'AsEventBatch' >> beam.Map(
             batched.Batch).with_output_types(batched.Batch)
-    letters += more
-  else:
-    events = unique | 'Enrich' >> EnrichFromSideInput(
-        _profiles(pipeline, opts), batched=True)
-  if to_duckdb:
-    # One Arrow table per batch, shared by the staging and cold files and
-    # read by the views.
-    event_rows = events | 'EventRows' >> beam.Map(
+    return events, letters + more
+  return unique | 'Enrich' >> EnrichFromSideInput(
+      _profiles(pipeline, opts), batched=True), letters
+
+
+def _batched_event_rows(opts, events):
+  """The `events` rows of each batch: one Arrow table for the DuckDB sink
+  (shared by its staging file and the cold tier's), else row dicts."""
+  if HotSink(opts.hot_sink).kind == 'duckdb':
+    return events | 'EventRows' >> beam.Map(
         lambda b: events_table(b, utcnow())).with_output_types(pa.Table)
+  return events | 'EventRows' >> beam.Map(
+      lambda b, to_row: batched.Batch([to_row(e) for e in b]),
+      _row_maker(opts)).with_output_types(batched.Batch)
+
+
+def _batched(pipeline, options, source, store_factory):
+  opts = options.view_as(AnalyticsOptions)
+  if source is None:
+    batches = pipeline | 'ReadInput' >> batched.ReadRecordBatches(
+        opts.input, opts.read_batch_size, opts.registry,
+        spread_batches=not _one_local_worker(options))
+  else:
+    batches = _as_batches(source, opts.read_batch_size)
+  to_duckdb = HotSink(opts.hot_sink).kind == 'duckdb'
+  if to_duckdb and opts.enrichment != 'lookup':
+    # Every step after decoding needs the events only as rows of their
+    # table: decoded straight to it, beside the runner with one local worker.
+    return _batched_tables(pipeline, options, batches)
+  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
+      opts.registry)
+  events, letters = _batched_events(pipeline, opts, decoded, store_factory,
+                                    streaming=False)
+  event_rows = _batched_event_rows(opts, events)
+  if to_duckdb:
+    # The views read the events' Arrow table.
     view_rows = event_rows | 'WindowedViews' >> BatchedViews(arrow=True)
   else:
-    event_rows = events | 'EventRows' >> beam.Map(
-        lambda b, to_row: batched.Batch([to_row(e) for e in b]),
-        _row_maker(opts)).with_output_types(batched.Batch)
     view_rows = events | 'WindowedViews' >> BatchedViews(arrow=False)
   return events, letters, event_rows, view_rows
+
+
+def _micro_batched(pipeline, options, source, store_factory):
+  """Streaming on the local runner: batches of records as they arrive."""
+  opts = options.view_as(AnalyticsOptions)
+  if source is None:
+    source = _source(pipeline, opts, batch_size=opts.read_batch_size)
+  batches = source if source.element_type is batched.Batch else _as_batches(
+      source, opts.read_batch_size)
+  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
+      opts.registry)
+  events, letters = _batched_events(pipeline, opts, decoded, store_factory,
+                                    streaming=True)
+  views = events | 'WindowedViews' >> BatchedWindowedViews(_view_policy(opts))
+  view_rows = {t.name: views[t.name] for t in tables.VIEW_TABLES}
+  return (events, letters + (views[LATE_EVENTS],),
+          _batched_event_rows(opts, events), view_rows)
 
 
 def _batched_tables(pipeline, options, batches):
@@ -213,7 +276,7 @@ def _batched_tables(pipeline, options, batches):
   decoded = batches | 'DecodeAndValidate' >> DecodeTables(
       opts.registry, helper=_one_local_worker(options))
   events = (decoded.events
-            | 'Dedup' >> batched.DedupBatches(opts.dedup_ttl, pa.Table)
+            | 'Dedup' >> batched_dedup.DedupBatches(opts.dedup_ttl, pa.Table)
             | 'JoinBatches' >> batched.Rebatch(opts.read_batch_size, pa.Table)
             | 'Enrich' >> EnrichFromSideInput(
                 _profiles(pipeline, opts), batched=True, element_type=pa.Table))
@@ -231,22 +294,27 @@ def build(pipeline, options, *, source=None, store_factory=None):
     pipeline: the `beam.Pipeline` to add the steps to.
     options: `PipelineOptions` with the `AnalyticsOptions` flags.
     source: a PCollection of raw records (bytes or `RawRecord`) to use instead
-      of the configured input, for tests and for embedding the pipeline.
+      of the configured input, for tests and for embedding the pipeline;
+      micro-batched (streaming on the local runner), also of `Batch`es of
+      them when its `element_type` is `Batch`.
     store_factory: with `--enrichment lookup`, a picklable callable returning
       the profile store (default: a DuckDB store loaded from `--profiles`).
 
   Returns:
     A dict of PCollections: `events` (enriched unique `Event`s; on the
-    batched path `Batch`es of them, or `events` Arrow tables without
-    `processed_at` with the DuckDB sink and side-input enrichment), `dead_letters` (every `DeadLetter`, late ones
-    included, one per element), one per view table (row dicts; on the batched
-    path lists of rows, or one Arrow table per view with the DuckDB sink),
-    `commits` (the hot sink's commits) and `cold_files`.
+    batched and micro-batched paths `Batch`es of them, or on the batched
+    path `events` Arrow tables without `processed_at` with the DuckDB sink
+    and side-input enrichment), `dead_letters` (every `DeadLetter`, late
+    ones included, one per element), one per view table (row dicts; on the
+    batched path lists of rows, or one Arrow table per view with the DuckDB
+    sink; micro-batched, `Batch`es of rows), `commits` (the hot sink's
+    commits) and `cold_files`.
   """
   opts = options.view_as(AnalyticsOptions)
   streaming = options.view_as(StandardOptions).streaming
-  fast = is_batched(options)
-  build_path = _batched if fast else _per_record
+  fast = is_batched(options) or is_micro_batched(options)
+  build_path = (_batched if is_batched(options) else
+                _micro_batched if fast else _per_record)
   events, letters, event_rows, view_rows = build_path(
       pipeline, options, source, store_factory)
   dead_letters = letters | 'DeadLetters' >> CollectDeadLetters()

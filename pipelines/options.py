@@ -180,12 +180,14 @@ class AnalyticsOptions(PipelineOptions):
         help='Seconds the breaker stays open before a trial call. Default: 30.')
     parser.add_argument(
         '--execution', choices=['batched', 'per_record'], default='batched',
-        help='Bounded input: batched (batches of records as elements, the fast '
-        'path) or per_record (one element per record, as in streaming). '
-        'Streaming always runs per record. Default: batched.')
+        help='batched: batches of records as elements, the fast path, for '
+        'bounded input on every runner and for streaming on the local runner '
+        '(micro-batches); per_record: one element per record. Streaming on '
+        'Dataflow and Flink always runs per record. Default: batched.')
     parser.add_argument(
         '--read_batch_size', type=int, default=5000,
-        help='Records per element on the batched path. Default: 5000.')
+        help='Records per element on the batched path (in streaming, at most '
+        'per micro-batch). Default: 5000.')
     parser.add_argument(
         '--batch_size', type=int, default=50000,
         help='Rows per staging file written to the hot warehouse at most. '

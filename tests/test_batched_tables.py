@@ -19,7 +19,7 @@ from pipelines.generate import generate
 from schemas import rows
 from schemas.registry import load_registry
 from tests.helpers import sample_events
-from transforms import batched, batched_tables, parallel_decode
+from transforms import batched, batched_dedup, batched_tables, parallel_decode
 from transforms.decode import DEAD_LETTERS
 from transforms.decoding import NOT_PROCESSED, decode_records
 from transforms.enrich import apply_profile
@@ -38,25 +38,25 @@ def _events_with_retries():
 
 def test_dedup_by_columns_equals_dedup_of_events():
   events = _events_with_retries()
-  for known_before in (set(), {batched.compact_key(events[5].idempotency_key)}):
-    by_events = batched._first_events(batched.Batch(events), set(known_before))
+  for known_before in (set(), {batched_dedup.compact_key(events[5].idempotency_key)}):
+    by_events = batched_dedup._first_events(batched.Batch(events), set(known_before))
     table = rows.events_table(events, NOW)
     known = set(known_before)
     kept, duplicates, latest = batched_tables.first_copies(
-        table, known, batched.compact_key)
+        table, known, batched_dedup.compact_key)
     assert kept.equals(rows.events_table(by_events[0], NOW))
     assert (duplicates, latest) == by_events[1:]
     assert duplicates == len(events) - 40 + len(known_before)
-  empty = batched_tables.first_copies(table, known, batched.compact_key)
+  empty = batched_tables.first_copies(table, known, batched_dedup.compact_key)
   assert (empty[0].num_rows, empty[1], empty[2]) == (0, len(events), None)
 
 
 def test_shards_by_columns_equal_the_shards_of_events():
   events = _events_with_retries()
   by_events = {shard: rows.events_table(batch, NOW)
-               for shard, batch in batched._split_by_shard(events)}
+               for shard, batch in batched_dedup._split_by_shard(events)}
   by_columns = dict(batched_tables.table_shards(
-      rows.events_table(events, NOW), batched.SHARDS))
+      rows.events_table(events, NOW), batched_dedup.SHARDS))
   assert by_columns.keys() == by_events.keys() and len(by_columns) > 5
   for shard, table in by_columns.items():
     assert table.equals(by_events[shard])

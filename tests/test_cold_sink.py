@@ -14,6 +14,7 @@ from schemas.records import RawRecord
 from schemas.rows import event_row
 from tests.helpers import as_json, envelope, options
 from transforms import cold_sink
+from transforms.batch import Batch
 from transforms.cold_pieces import (STAGING_FOLDER, PieceRef, pieces_folder,
                                     read_pieces, remove_pieces, write_piece)
 from transforms.cold_sink import WriteColdParquet, cold_file_path, keys_digest
@@ -140,6 +141,38 @@ def test_removing_a_runs_pieces_takes_orphans_and_can_run_twice(tmp_path):
   assert not os.path.exists(root + '/' + STAGING_FOLDER)
 
 
-def test_prebatched_input_is_for_bounded_runs(tmp_path):
-  with pytest.raises(ValueError, match='bounded'):
-    WriteColdParquet(str(tmp_path), prebatched=True, streaming=True)
+def test_streaming_batches_are_grouped_by_partition_without_pieces(tmp_path):
+  """Micro-batches in streaming (Arrow tables and row dicts, in two panes):
+  every row in its partition once, the same files as the bounded run's
+  when one pane holds them all, and no piece file."""
+  from apache_beam.options.pipeline_options import StandardOptions
+  from apache_beam.testing.test_stream import TestStream
+  rows = _rows(9)
+  streamed, bounded = str(tmp_path / 'streamed'), str(tmp_path / 'bounded')
+  opts = options(runner='BundleBasedDirectRunner')
+  opts.view_as(StandardOptions).streaming = True
+  stream = (TestStream()
+            .add_elements([rows_to_table(tables.EVENTS, rows[:4])])
+            .advance_processing_time(20)
+            .add_elements([Batch(rows[4:])])
+            .advance_watermark_to_infinity())
+  with TestPipeline(options=opts) as p:
+    _ = p | stream | WriteColdParquet(streamed, streaming=True, flush_s=10,
+                                      prebatched=True)
+  assert not os.path.exists(os.path.join(streamed, STAGING_FOLDER))
+  files = _tree(streamed)
+  keys = [k for f in files for k in pq.read_table(os.path.join(
+      streamed, f)).column('idempotency_key').to_pylist()]
+  assert sorted(keys) == sorted(r['idempotency_key'] for r in rows)
+  for f in files:
+    table = pq.read_table(os.path.join(streamed, f))
+    assert f.rsplit('/', 1)[0] == 'events/ingest_date=2024-03-01/tenant_id=%s' % (
+        table.column('tenant_id')[0])
+  with TestPipeline(options=options()) as p:
+    _ = p | beam.Create([Batch(rows)]) | WriteColdParquet(bounded,
+                                                          prebatched=True)
+  with TestPipeline(options=opts) as p:
+    _ = p | TestStream().add_elements([Batch(rows)]).advance_watermark_to_infinity() \
+        | WriteColdParquet(str(tmp_path / 'one_pane'), streaming=True,
+                           prebatched=True)
+  assert _tree(str(tmp_path / 'one_pane')) == _tree(bounded)

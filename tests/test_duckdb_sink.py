@@ -145,3 +145,48 @@ def test_memory_limit_must_be_a_size(tmp_path):
     commit_staged(str(tmp_path / 'w.duckdb'), [('events', path)],
                   memory_limit="1GB'; DROP TABLE events; --")
   assert os.path.exists(path) and not os.path.exists(tmp_path / 'w.duckdb')
+
+
+def _minute_row(count, timing, seconds):
+  start = datetime.datetime(2024, 3, 1, 10, tzinfo=datetime.timezone.utc)
+  return {'window_start': start, 'window_end': start + datetime.timedelta(
+      minutes=1), 'tenant_id': 'acme', 'event_type': 'click',
+      'event_count': count, 'pane_timing': timing,
+      'updated_at': NOW + datetime.timedelta(seconds=seconds)}
+
+
+def test_a_final_pane_replaces_an_early_one_of_the_same_count(tmp_path):
+  """An on-time pane often counts what the last early pane did: it must
+  still mark the window final. A repeated older pane never wins, and a late
+  pane repeating an unchanged count (a micro-batch's other keys) leaves the
+  row as its first final pane made it."""
+  db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
+  view = tables.TABLES['event_counts_1m']
+
+  def commit(*rows):
+    commit_staged(db, [(view.name, write_staging_file(staging, view, rows))])
+    con = duckdb.connect(db, read_only=True)
+    try:
+      return con.execute('SELECT event_count, pane_timing, updated_at FROM '
+                         'event_counts_1m').fetchall()
+    finally:
+      con.close()
+  at = NOW.replace(tzinfo=None)
+  assert commit(_minute_row(2, 'EARLY', 1)) == [
+      (2, 'EARLY', at + datetime.timedelta(seconds=1))]
+  assert commit(_minute_row(2, 'ON_TIME', 2)) == [
+      (2, 'ON_TIME', at + datetime.timedelta(seconds=2))]
+  assert commit(_minute_row(2, 'EARLY', 3), _minute_row(2, 'LATE', 4)) == [
+      (2, 'ON_TIME', at + datetime.timedelta(seconds=2))]
+  assert commit(_minute_row(3, 'LATE', 6), _minute_row(3, 'LATE', 5)) == [
+      (3, 'LATE', at + datetime.timedelta(seconds=5))]
+  assert commit(_minute_row(2, 'ON_TIME', 7)) == [
+      (3, 'LATE', at + datetime.timedelta(seconds=5))]
+  # One commit holding an early and an on-time pane of one count: on time.
+  other = str(tmp_path / 'other.duckdb')
+  path = write_staging_file(staging, view, [_minute_row(4, 'ON_TIME', 9),
+                                            _minute_row(4, 'EARLY', 8)])
+  commit_staged(other, [(view.name, path)])
+  with duckdb.connect(other, read_only=True) as con:
+    assert con.execute('SELECT event_count, pane_timing FROM '
+                       'event_counts_1m').fetchall() == [(4, 'ON_TIME')]

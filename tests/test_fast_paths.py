@@ -7,8 +7,8 @@ generated input made to hit the differences: repeated keys, colons in keys and
 strings, integers past 64 bits, huge and tiny floats, escapes, deep nesting,
 Unicode, impossible dates. The batched path's Arrow `events` tables equal the
 rows `event_row` gives, and the cold tier groups them the same way; its
-payload JSON, enrichment and dedup key set equal what the plain functions
-give. (Its Arrow views: `test_batched_views.py`.)
+payload JSON and enrichment equal what the plain functions give. (Its Arrow
+views: `test_batched_views.py`; its dedup: `test_batched_dedup.py`.)
 """
 import datetime
 import json
@@ -228,55 +228,3 @@ def test_the_batched_path_raises_the_gc_thresholds_once_never_lowers():
     assert gc.get_threshold() == (10 ** 6, 5, 5)
   finally:
     gc.set_threshold(*before)
-
-
-def test_key_set_keeps_its_latest_expiry():
-  import pickle
-  keys = batched.KeySet()
-  assert keys.latest is None
-  for expires in (50, 20, 90, 20):
-    keys.keep_until(expires)
-  keys.keys.update('abc')
-  assert keys.latest == 90
-  copy = pickle.loads(pickle.dumps(keys))
-  assert copy.keys == {'a', 'b', 'c'} and copy.latest == 90
-
-
-def test_compact_keys_are_equal_exactly_when_the_keys_are():
-  key = 'ab' * 32
-  others = ['ab' * 31 + 'ac', key.upper(), '0x' + key[2:], ' ' + key[1:],
-            key[:-1], key + '0', '_'.join([key[:32], key[33:]]), 'anything',
-            '0' * 64]
-  compact = batched.compact_key(key)
-  assert compact == batched.compact_key(str(key)) and isinstance(compact, int)
-  assert len({compact} | {batched.compact_key(o) for o in others}) == \
-      1 + len(others)
-  assert batched.compact_key('anything') == 'anything'
-  assert batched.compact_key('0' * 64) == 0 != batched.compact_key('0' * 63 + '1')
-
-
-def test_batched_dedup_is_exact_over_many_ttls_of_event_time():
-  """Facts over ten days, TTL one hour, every fact sent again in a later
-  batch: each kept once, each retry counted, on the runner users run."""
-  import apache_beam as beam
-  from apache_beam.options.pipeline_options import PipelineOptions
-  from apache_beam.testing.util import assert_that, equal_to
-  from transforms.counters import DUPLICATES
-  from apache_beam.metrics.metric import MetricsFilter
-  import hashlib
-  base = sample_events(1)[0]
-  keys = [hashlib.sha256(b'%d' % i).hexdigest() for i in range(40)]
-  facts = [base._replace(
-      idempotency_key=keys[i],
-      event_time=base.event_time + datetime.timedelta(hours=6 * i))
-      for i in range(40)]
-  batches = [facts[i:i + 7] for i in range(0, 40, 7)] + [facts[::-1]]
-  p = beam.Pipeline('FnApiRunner', options=PipelineOptions())
-  kept = (p | beam.Create([batched.Batch(b) for b in batches])
-          | batched.DedupBatches(ttl_s=3600)
-          | beam.FlatMap(lambda b: [e.idempotency_key for e in b]))
-  assert_that(kept, equal_to(keys))
-  result = p.run()
-  result.wait_until_finish()
-  counted = result.metrics().query(MetricsFilter().with_name(DUPLICATES))
-  assert sum(c.committed for c in counted['counters']) == 40

@@ -1,11 +1,14 @@
 """The whole pipeline in streaming mode with TestStream: rows in both tiers, a
-late pane replacing a row, a too-late event kept in events and dead-lettered."""
+late pane replacing a row, a too-late event kept in events and dead-lettered;
+micro-batched (the local runner's default) and per record (as on Dataflow and
+Flink), with the same tables."""
 import datetime
 import glob
 import os
 
 import apache_beam as beam
 import pyarrow.dataset as ds
+import pytest
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -51,10 +54,13 @@ def run_late_data_stream(**flags):
   p.run().wait_until_finish()
 
 
-def test_streaming_pipeline_late_pane_replaces_row_and_too_late_is_kept(tmp_path):
+@pytest.mark.parametrize('execution', ['batched', 'per_record'])
+def test_streaming_pipeline_late_pane_replaces_row_and_too_late_is_kept(
+    tmp_path, execution):
   db = str(tmp_path / 'w.duckdb')
   cold = str(tmp_path / 'cold')
-  run_late_data_stream(hot_sink='duckdb:' + db, cold_path=cold)
+  run_late_data_stream(hot_sink='duckdb:' + db, cold_path=cold,
+                       execution=execution)
 
   keys = query(db, 'SELECT user_id FROM events ORDER BY 1')
   assert keys == [('u1',), ('u2',), ('u3',), ('u4',)], 'the too-late event is stored'

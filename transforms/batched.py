@@ -10,11 +10,9 @@ same (a test checks it on a corpus with every kind of bad record):
 * `ReadRecordBatches`: files to lists of `RawRecord`s.
 * `DecodeBatches`: lists in; lists of `Event`s out, dead letters one by one
   (`parallel_decode.DecodeTables` makes `events` Arrow tables instead).
-* `DedupBatches`: a stateful DoFn keyed by shard (16 shards of the key space),
-  its state the keys seen, cleared by a WATERMARK timer at the latest expiry
-  (event time + TTL): still exact and keyed by `idempotency_key`. The state
-  object is `CacheAware`, so the runner's cache does not walk every key on
-  each write.
+* `batched_dedup.DedupBatches`: a stateful DoFn keyed by shard (16 shards of
+  the key space), its state the keys seen: still exact and keyed by
+  `idempotency_key`.
 * `Rebatch`: joins the small per-shard batches dedup leaves into full ones.
 * Dedup and `Rebatch` take Arrow tables as well (`batched_tables.py`).
 * The views: `batched_views.BatchedViews`. The side-input join is
@@ -23,39 +21,26 @@ same (a test checks it on a corpus with every kind of bad record):
 
 Batches travel with `BatchCoder` (one pickle, a cheap size estimate).
 
-Streaming keeps the per-record path, where watermarks, lateness and the late-data
-gate apply per event.
+Streaming on the local runner runs on batches too (micro-batches: the same
+decode, dedup with keys expiring by event time, and the views of
+`batched_windows.py`); on Dataflow and Flink streaming runs per record.
 """
 import gc
-import re
-from typing import Tuple
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.coders import PickleCoder
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
-from apache_beam.runners.worker.statecache import CacheAware
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec,
-                                              TimerSpec, on_timer)
-from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from schemas.keys import key_shard
 from schemas.registry import load_registry
 from transforms import counters
 from transforms.decode import DEAD_LETTERS
 from transforms.decoding import decode_records
 from transforms.batch import Batch
-from transforms.batched_tables import first_copies, table_shards
 from transforms.sources import read_file_records
-from transforms.views import micros
 
-__all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'DedupBatches',
-           'Rebatch', 'KeySet']
-
-SHARDS = 16
+__all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'Rebatch']
 
 
 class _ReadBatchesFn(beam.DoFn):
@@ -184,125 +169,6 @@ class DecodeBatches(beam.PTransform):
         _DecodeBatchFn(self._registry_path)).with_output_types(
             Batch).with_outputs(
             DEAD_LETTERS, main='events')
-
-
-_CONTRACT_KEY = re.compile('[0-9a-f]{64}')
-
-
-def compact_key(key: str):
-  """How a dedup shard keeps a key: a contract key (64 lowercase hex digits,
-  contract section 1) as the int it spells, any other string as itself.
-  Exact: distinct strings of the form give distinct ints, and an int never
-  equals a str. Measured: a set of 1M keys takes 93 MB as ints, 155 MB as
-  strings, and on bounded input a shard keeps every key to the end."""
-  return int(key, 16) if _CONTRACT_KEY.fullmatch(key) else key
-
-
-class KeySet(CacheAware):
-  """The keys one dedup shard has seen, and the latest expiry (micros) among
-  them: the time of the shard's one timer. Measured by the runner's state
-  cache as a few bytes instead of walking every key on each write."""
-
-  def __init__(self, keys=None, latest=None):
-    self.keys = keys if keys is not None else set()
-    self.latest = latest
-
-  def keep_until(self, expires):
-    """Makes the latest expiry `expires` if that is later."""
-    if self.latest is None or expires > self.latest:
-      self.latest = expires
-
-  def get_referents_for_cache(self):
-    return []
-
-  def __reduce__(self):
-    return KeySet, (self.keys, self.latest)
-
-
-class _DedupBatchFn(beam.DoFn):
-  """One shard of the key space: drops keys seen within the TTL (event time).
-
-  Bounded input only (the batched path): there the watermark passes the end
-  of time once all input is read, so every key's expiry (event time + TTL)
-  passes at the same moment, and no key expires earlier. One timer per shard
-  at the latest expiry therefore clears the shard in one firing, with the
-  same result as a timer per expiry time; those were seen to fire 257 times
-  at the end of a 1,000,000-event run, each reading and rewriting a shard's
-  whole key set (8 s, and a third more memory). Keys are kept without their
-  expiry. (Streaming runs dedup per record, `DedupByIdempotencyKey`, whose
-  timers expire keys as the watermark moves.)
-  """
-
-  SEEN = ReadModifyWriteStateSpec('seen', PickleCoder())
-  EXPIRY = TimerSpec('expiry', TimeDomain.WATERMARK)
-
-  def __init__(self, ttl_s):
-    self._ttl_us = ttl_s * 1000000
-
-  def setup(self):
-    self._duplicates = Metrics.counter(counters.NAMESPACE, counters.DUPLICATES)
-
-  def process(self, element, seen=beam.DoFn.StateParam(SEEN),
-              expiry=beam.DoFn.TimerParam(EXPIRY)):
-    _, events = element
-    keys = seen.read() or KeySet()
-    if isinstance(events, pa.Table):
-      unique, duplicates, latest = first_copies(events, keys.keys, compact_key)
-    else:
-      unique, duplicates, latest = _first_events(events, keys.keys)
-    if latest is not None:
-      keys.keep_until(latest + self._ttl_us)
-    seen.write(keys)
-    if keys.latest is not None:
-      expiry.set(Timestamp(micros=keys.latest))
-    self._duplicates.inc(duplicates)
-    if len(unique):
-      yield unique
-
-  @on_timer(EXPIRY)
-  def expire(self, seen=beam.DoFn.StateParam(SEEN)):
-    # Fired at the latest expiry of the shard's keys: all have expired.
-    seen.clear()
-
-
-def _first_events(events, known):
-  """`batched_tables.first_copies` for a `Batch` of `Event`s."""
-  unique, duplicates, latest = [], 0, None
-  for event in events:
-    key = compact_key(event.idempotency_key)
-    if key in known:
-      duplicates += 1
-      continue
-    known.add(key)
-    unique.append(event)
-    if latest is None or event.event_time > latest:
-      latest = event.event_time
-  return Batch(unique), duplicates, None if latest is None else micros(latest)
-
-
-def _split_by_shard(events):
-  if isinstance(events, pa.Table):
-    return table_shards(events, SHARDS)
-  shards = {}
-  for event in events:
-    shards.setdefault(key_shard(event.idempotency_key, SHARDS), []).append(event)
-  return [(shard, Batch(events)) for shard, events in shards.items()]
-
-
-class DedupBatches(beam.PTransform):
-  """Batches of events in (`Batch`es of `Event`s, or `events` Arrow tables:
-  `element_type`); batches of first copies out (exact, keyed by key)."""
-
-  def __init__(self, ttl_s=86400, element_type=Batch):
-    super().__init__()
-    self._ttl_s, self._type = ttl_s, element_type
-
-  def expand(self, batches):
-    return (batches
-            | 'SplitByShard' >> beam.FlatMap(_split_by_shard).with_output_types(
-                Tuple[int, self._type])
-            | 'DropRetries' >> beam.ParDo(
-                _DedupBatchFn(self._ttl_s)).with_output_types(self._type))
 
 
 def _joined(parts):

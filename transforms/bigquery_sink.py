@@ -37,7 +37,7 @@ from schemas import tables
 from schemas.records import DeadLetter, SINK_FAILED
 from schemas.rows import dead_letter_row
 from transforms import counters
-from transforms.staging import stage_and_commit
+from transforms.staging import stage_and_commit, view_pane_order, view_pane_wins
 from transforms.stores import bigquery_client
 
 __all__ = ['WriteToBigQueryWarehouse', 'ensure_tables', 'bq_schema',
@@ -229,11 +229,10 @@ def merge_sql(table, target, staging):
   elif table.name == tables.DEAD_LETTERS.name:
     order, matched = 'failed_at', ''
   else:
-    value = 'active_users' if 'active_users' in cols else 'event_count'
-    order = '%s DESC, updated_at DESC' % value
-    matched = 'WHEN MATCHED AND S.%s > T.%s THEN UPDATE SET %s ' % (
-        value, value, ', '.join('%s = S.%s' % (c, c) for c in cols
-                               if c not in keys))
+    order = view_pane_order(table)
+    matched = 'WHEN MATCHED AND %s THEN UPDATE SET %s ' % (
+        view_pane_wins(table, 'S', 'T'),
+        ', '.join('%s = S.%s' % (c, c) for c in cols if c not in keys))
   return ('MERGE `%s` T USING (SELECT %s FROM `%s` WHERE %s >= @since '
           'QUALIFY ROW_NUMBER() OVER (PARTITION BY %s ORDER BY %s) = 1) S '
           'ON %s %sWHEN NOT MATCHED THEN %s' % (

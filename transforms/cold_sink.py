@@ -11,7 +11,8 @@ an earlier one wrote. In streaming the global window fires on a processing-time
 trigger (never an event-time window, so no late event is ever dropped here).
 On the batched path (bounded input) each batch is first written as a piece file
 under `<cold_path>/.staging/` and the grouping carries references to it, so the
-runner does not hold the rows until the writer runs (`cold_pieces`).
+runner does not hold the rows until the writer runs (`cold_pieces`); streaming
+micro-batches group their rows by partition directly.
 
 Each file is written under a temporary name in its own partition folder and then
 renamed through Beam's FileSystems (local, gs://, s3://). Unlike
@@ -29,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms import window
 
 from schemas import tables
 from schemas.keys import key_shard
@@ -38,7 +39,7 @@ from transforms.batched_tables import split_table
 from transforms.cold_pieces import (PieceRef, pieces_folder, read_pieces,
                                     remove_pieces, write_piece)
 from transforms.files import write_atomically
-from transforms.staging import rows_to_table
+from transforms.staging import rows_to_table, streaming_flush
 
 __all__ = ['WriteColdParquet', 'partition_of', 'cold_file_path', 'keys_digest',
            'write_cold_file']
@@ -106,14 +107,30 @@ class _StagePiecesFn(beam.DoFn):
         rows, _partition_keys(rows, self._shards)))
 
 
+class _SplitPartitionsFn(beam.DoFn):
+  """Streaming, batches of rows (an Arrow `events` table, or row dicts):
+  (partition key, the rows of the batch in it) pairs. No piece files: a
+  stream's pane is small, and a piece could only go once the stream ends."""
+
+  def __init__(self, shards):
+    self._shards = shards
+
+  def process(self, rows):
+    rows = rows_to_table(tables.EVENTS, rows)
+    if rows.num_rows:
+      yield from split_table(rows, _partition_keys(rows, self._shards))
+
+
 def _as_table(parts) -> pa.Table:
-  """The grouped values (piece references, or tuples of rows) as one table
-  sorted by key."""
+  """The grouped values (piece references, Arrow tables, or tuples of rows)
+  as one table sorted by key."""
   parts = list(parts)
   schema = tables.arrow_schema(tables.EVENTS)
   refs = [p for p in parts if isinstance(p, PieceRef)]
-  rows = [r for p in parts if not isinstance(p, PieceRef) for r in p]
   arrow = [read_pieces(refs, schema)] if refs else []
+  arrow += [p for p in parts if isinstance(p, pa.Table)]
+  rows = [r for p in parts if not isinstance(p, (PieceRef, pa.Table))
+          for r in p]
   if rows:
     arrow.append(rows_to_table(tables.EVENTS, rows))
   table = pa.concat_tables(arrow) if arrow else schema.empty_table()
@@ -151,8 +168,9 @@ class WriteColdParquet(beam.PTransform):
     shards: files written in parallel per partition and pane.
     streaming: flush on a processing-time trigger every `flush_s` seconds.
     prebatched: the input is a PCollection of lists of rows or of Arrow
-      `events` tables (the fast path, bounded input): each batch is staged
-      as a piece file (`cold_pieces`) and only references are grouped.
+      `events` tables (the fast paths). On bounded input each batch is
+      staged as a piece file (`cold_pieces`) and only references are
+      grouped; in streaming the batch's rows are grouped by partition.
   """
 
   def __init__(self, root, max_rows_per_file=1000000, shards=2,
@@ -161,8 +179,6 @@ class WriteColdParquet(beam.PTransform):
     self._prebatched = prebatched
     if max_rows_per_file < 1 or shards < 1:
       raise ValueError('max_rows_per_file and shards must be >= 1')
-    if prebatched and streaming:
-      raise ValueError('prebatched input is for bounded runs only')
     # This run's piece files (prebatched input): fixed when the graph is
     # built, so a retried bundle writes into the same folder.
     self._pieces = pieces_folder(root, uuid.uuid4().hex)
@@ -174,24 +190,22 @@ class WriteColdParquet(beam.PTransform):
 
     def key(row):
       return partition_of(row) + (key_shard(row['idempotency_key'], shards),)
-    if self._prebatched:
+    if self._prebatched and self._streaming:
+      keyed = rows | 'SplitPartitions' >> beam.ParDo(_SplitPartitionsFn(shards))
+    elif self._prebatched:
       keyed = rows | 'StagePieces' >> beam.ParDo(
           _StagePiecesFn(self._pieces, shards))
     else:
       keyed = rows | 'KeyByPartition' >> beam.Map(lambda r: (key(r), (r,)))
     if self._streaming:
-      keyed = keyed | 'FlushEvery' >> beam.WindowInto(
-          window.GlobalWindows(),
-          trigger=trigger.AfterWatermark(
-              early=trigger.AfterProcessingTime(self._flush_s)),
-          accumulation_mode=trigger.AccumulationMode.DISCARDING)
+      keyed = keyed | 'FlushEvery' >> streaming_flush(self._flush_s)
     else:
       keyed = keyed | 'GlobalWindow' >> beam.WindowInto(window.GlobalWindows())
     written = (keyed
                | 'GroupPartitions' >> beam.GroupByKey()
                | 'WriteParquet' >> beam.ParDo(
                    _WritePartitionFn(self._root, self._max_rows)))
-    if self._prebatched:
+    if self._prebatched and not self._streaming:
       # Once every partition file is written (a global count waits for all
       # of them), the run's pieces go.
       _ = (written

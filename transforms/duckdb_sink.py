@@ -27,7 +27,8 @@ from schemas import tables
 from schemas.rows import REPLAY_ORIGIN
 from transforms import counters
 from transforms.files import remove_empty_local_folders
-from transforms.staging import stage_and_commit, write_staging_file
+from transforms.staging import (stage_and_commit, view_pane_order,
+                                view_pane_wins, write_staging_file)
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry',
            'commit_memory_limit', 'staging_dir_of', 'MEMORY_LIMIT_PATTERN']
@@ -162,19 +163,19 @@ def _insert_sql(table, files_sql):
             'replay_count = dead_letters.replay_count + 1 '
             "WHERE starts_with(excluded.origin, '%s')" % (
                 columns, columns, files_sql, REPLAY_ORIGIN))
-  # Views: the pane with the highest value per key replaces the stored row.
-  # Panes accumulate, so a later pane never has a lower value; a retried or
-  # repeated older pane therefore never overwrites a newer one.
-  value = 'active_users' if 'active_users' in table.column_names else 'event_count'
+  # Views: the pane with the highest value per key replaces the stored row
+  # (`staging.view_pane_wins`). Panes accumulate, so a later pane never has
+  # a lower value; a retried or repeated older pane never overwrites a newer
+  # one.
   keys = ', '.join(table.key)
   updates = ', '.join('%s = excluded.%s' % (c, c) for c in table.column_names
                       if c not in table.key)
   return ('INSERT INTO %s (%s) SELECT %s FROM read_parquet(%s) '
-          'QUALIFY row_number() OVER (PARTITION BY %s '
-          'ORDER BY %s DESC, updated_at DESC) = 1 '
-          'ON CONFLICT (%s) DO UPDATE SET %s WHERE excluded.%s > %s.%s' % (
-              table.name, columns, columns, files_sql, keys, value, keys,
-              updates, value, table.name, value))
+          'QUALIFY row_number() OVER (PARTITION BY %s ORDER BY %s) = 1 '
+          'ON CONFLICT (%s) DO UPDATE SET %s WHERE %s' % (
+              table.name, columns, columns, files_sql, keys,
+              view_pane_order(table), keys, updates,
+              view_pane_wins(table, 'excluded', table.name)))
 
 
 def commit_staged(db_path: str, staged, memory_limit=None) -> dict:

@@ -7,8 +7,8 @@ BundleBasedDirectRunner cannot run the splittable DoFn under it). Locally,
 `--input_watch` therefore feeds a TestStream from a `TestStreamServiceController`
 (Beam's gRPC test-stream service) whose reader polls the pattern:
 
-* each new file's records arrive as elements, stamped with the time they were
-  read;
+* each new file's records arrive as elements (or, micro-batched, as `Batch`es
+  of records), stamped with the time they were read;
 * then the watermark advances to the wall clock, and processing time by the poll
   interval (which fires the sinks' commit triggers).
 
@@ -29,6 +29,7 @@ from apache_beam.testing.test_stream_service import TestStreamServiceController
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
 
 from schemas.registry import load_registry
+from transforms.batch import Batch
 from transforms.sources import read_file_records
 
 __all__ = ['LocalFileWatch', 'watch_events']
@@ -52,9 +53,22 @@ def _wire_duration(seconds):
   return Duration(micros=int(seconds * 1000000) * _WIRE_SCALE)
 
 
+def _chunks(records, size):
+  chunk = []
+  for record in records:
+    chunk.append(record)
+    if len(chunk) >= size:
+      yield chunk
+      chunk = []
+  if chunk:
+    yield chunk
+
+
 def watch_events(pattern, interval_s, duration_s=None, clock=time.time,
-                 sleep=time.sleep, registry_path=None):
-  """Yields TestStream events for the files matching `pattern`, polling."""
+                 sleep=time.sleep, registry_path=None, batch_size=None):
+  """Yields TestStream events for the files matching `pattern`, polling:
+  each record an element, or with `batch_size` each `Batch` of at most that
+  many records."""
   registry = load_registry(registry_path)
   seen = set()
   started = clock()
@@ -65,14 +79,14 @@ def watch_events(pattern, interval_s, duration_s=None, clock=time.time,
       seen.add(path)
       now = _wire_time(clock())
       with open(path, 'rb') as stream:
-        batch = []
-        for record in read_file_records(stream, path, registry):
-          batch.append(beam.window.TimestampedValue(record, now))
-          if len(batch) >= _CHUNK:
-            yield ElementEvent(batch)
-            batch = []
-        if batch:
-          yield ElementEvent(batch)
+        records = read_file_records(stream, path, registry)
+        if batch_size:
+          for chunk in _chunks(records, batch_size):
+            yield ElementEvent([beam.window.TimestampedValue(Batch(chunk), now)])
+        else:
+          for chunk in _chunks(records, _CHUNK):
+            yield ElementEvent([beam.window.TimestampedValue(record, now)
+                                for record in chunk])
     yield WatermarkEvent(_wire_time(clock()))
     if duration_s and clock() - started >= duration_s:
       yield WatermarkEvent(Timestamp(micros=MAX_TIMESTAMP.micros * _WIRE_SCALE))
@@ -84,12 +98,14 @@ def watch_events(pattern, interval_s, duration_s=None, clock=time.time,
 class _Reader(object):
   """The reader interface `TestStreamServiceController` expects."""
 
-  def __init__(self, pattern, interval_s, duration_s, registry_path):
+  def __init__(self, pattern, interval_s, duration_s, registry_path,
+               batch_size):
     self._args = (pattern, interval_s, duration_s)
-    self._registry_path = registry_path
+    self._registry_path, self._batch_size = registry_path, batch_size
 
   def read_multiple(self, unused_tags):
-    for event in watch_events(*self._args, registry_path=self._registry_path):
+    for event in watch_events(*self._args, registry_path=self._registry_path,
+                              batch_size=self._batch_size):
       yield event.to_runner_api(_CODER)
 
 
@@ -101,15 +117,21 @@ class LocalFileWatch(beam.PTransform):
     interval_s: seconds between looks.
     duration_s: stop after this many seconds (None: until the job is killed).
     registry_path: the schema registry that frames Avro container records.
+    batch_size: records per element, as `Batch`es (micro-batches); None:
+      one record per element.
   """
 
   def __init__(self, pattern, interval_s=2.0, duration_s=None,
-               registry_path=None):
+               registry_path=None, batch_size=None):
     super().__init__()
+    self._batch_size = batch_size
     self._controller = TestStreamServiceController(
-        _Reader(pattern, interval_s, duration_s, registry_path))
+        _Reader(pattern, interval_s, duration_s, registry_path, batch_size))
     self._controller.start()
 
   def expand(self, pbegin):
-    return pbegin | 'Watch' >> TestStream(
+    watched = pbegin | 'Watch' >> TestStream(
         coder=_CODER, endpoint=self._controller.endpoint)
+    if self._batch_size:
+      watched.element_type = Batch
+    return watched

@@ -21,7 +21,8 @@ from schemas.tables import Table, arrow_schema
 from transforms.batch import Batch, split_batch
 from transforms.files import write_atomically
 
-__all__ = ['write_staging_file', 'rows_to_table', 'stage_and_commit']
+__all__ = ['write_staging_file', 'rows_to_table', 'stage_and_commit',
+           'streaming_flush', 'view_value', 'view_pane_order', 'view_pane_wins']
 
 
 def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
@@ -46,16 +47,55 @@ def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
     staged.append(batches | 'Stage%s' % name >> beam.ParDo(stage_fn(name)))
   markers = staged | 'AllStaged' >> beam.Flatten()
   if streaming:
-    markers = markers | 'CommitTrigger' >> beam.WindowInto(
-        window.GlobalWindows(),
-        # Early firings every few seconds; the final firing when the
-        # watermark reaches the end (a bounded input, or a test's stream).
-        trigger=trigger.AfterWatermark(
-            early=trigger.AfterProcessingTime(commit_every_s)),
-        accumulation_mode=trigger.AccumulationMode.DISCARDING)
+    markers = markers | 'CommitTrigger' >> streaming_flush(commit_every_s)
   return (markers
           | 'GatherStaged' >> beam.GroupByKey()
           | 'Commit' >> beam.ParDo(commit_fn))
+
+
+# Longer than the global window's end falls short of the end of time (a
+# day), so what arrives after the watermark got there is still taken.
+_AFTER_THE_END_S = 2 * 86400
+
+
+def streaming_flush(every_s):
+  """The global window of a streaming sink's gathering step: a pane every
+  `every_s` seconds of processing time, one when the watermark reaches the
+  end (a bounded input, or a test's stream), and a late pane for whatever
+  arrives after that. The local runner fires a stateful step's timers when
+  its input ends but holds no watermark for them (Beam 2.77), so what they
+  emit (the micro-batched views' last rows) reaches the sink after its
+  final pane; without the late panes it would be dropped."""
+  return beam.WindowInto(
+      window.GlobalWindows(),
+      trigger=trigger.AfterWatermark(
+          early=trigger.AfterProcessingTime(every_s),
+          late=trigger.AfterCount(1)),
+      accumulation_mode=trigger.AccumulationMode.DISCARDING,
+      allowed_lateness=_AFTER_THE_END_S)
+
+
+def view_value(table: Table) -> str:
+  """The column a view's panes grow in (panes accumulate)."""
+  return 'active_users' if 'active_users' in table.column_names else 'event_count'
+
+
+def view_pane_order(table: Table) -> str:
+  """SQL ORDER BY putting first, of one view key's staged rows, the one to
+  keep: the highest value; of equal values a final pane before an early one,
+  then the first made."""
+  return "%s DESC, pane_timing = 'EARLY', updated_at" % view_value(table)
+
+
+def view_pane_wins(table: Table, new: str, stored: str) -> str:
+  """SQL condition for a staged row (`new`) to replace the stored one: a
+  higher value, or the same value from a final pane over an early one (an
+  on-time pane often counts what the last early pane did; it must still mark
+  the window final). So a retried or repeated older pane never wins."""
+  value = view_value(table)
+  return ("(%(n)s.%(v)s > %(s)s.%(v)s OR (%(n)s.%(v)s = %(s)s.%(v)s AND "
+          "%(s)s.pane_timing = 'EARLY' AND %(n)s.pane_timing <> 'EARLY'))" % {
+              'n': new, 's': stored, 'v': value})
 
 
 def rows_to_table(table: Table, rows) -> pa.Table:

@@ -5,6 +5,10 @@ watermark, a late firing per late element, optional early firings, accumulating
 panes and `allowed_lateness`. The sink upserts each pane, so a late pane replaces
 the row, never adds to it.
 
+This is the per-record shape (Dataflow, Flink, `--execution per_record`); the
+local streaming runner runs the same rule on micro-batches, keeping the
+windows in state itself (`batched_windows.py`).
+
 Late data is never lost silently. Beam drops an element that reaches a
 GroupByKey after its window's end + allowed lateness, without a trace. So:
 
@@ -43,7 +47,8 @@ from schemas.records import DeadLetter, LATE_EVENT
 from transforms.views import (VIEWS, add_event, from_micros, merge, micros,
                               new_accumulator, view_row, window_starts)
 
-__all__ = ['WindowedViews', 'ViewPolicy', 'LATE_EVENTS', 'accepted_windows']
+__all__ = ['WindowedViews', 'ViewPolicy', 'LATE_EVENTS', 'accepted_windows',
+           'late_letter']
 
 LATE_EVENTS = 'late_events'
 # The gate's floor is per key, and a key learns the watermark only from its own
@@ -83,6 +88,18 @@ def accepted_windows(event, floor_us, lateness_s):
   return accepted, missed
 
 
+def late_letter(event, missed, lateness_s, floor_us):
+  """The `late_event` dead letter of an event that missed views' windows
+  (`missed`: their names) when the gate's floor was `floor_us`."""
+  return DeadLetter.of(
+      LATE_EVENT,
+      'too late for %s: window end + %d s lateness is behind the watermark '
+      '(>= %s)' % (', '.join(missed), lateness_s,
+                   from_micros(floor_us).isoformat()),
+      event.raw, event.origin, idempotency_key=event.idempotency_key,
+      tenant_id=event.tenant_id)
+
+
 def _view_outputs(event, accepted):
   for spec in VIEWS:
     if accepted[spec.name]:
@@ -117,13 +134,8 @@ class _LateDataGateFn(beam.DoFn):
     floor_us = -2 ** 63 if floor_us is None else floor_us
     accepted, missed = accepted_windows(event, floor_us, self._lateness_s)
     if missed:
-      yield beam.pvalue.TaggedOutput(LATE_EVENTS, DeadLetter.of(
-          LATE_EVENT,
-          'too late for %s: window end + %d s lateness is behind the watermark '
-          '(>= %s)' % (', '.join(missed), self._lateness_s,
-                       from_micros(floor_us).isoformat()),
-          event.raw, event.origin, idempotency_key=event.idempotency_key,
-          tenant_id=event.tenant_id))
+      yield beam.pvalue.TaggedOutput(LATE_EVENTS, late_letter(
+          event, missed, self._lateness_s, floor_us))
     ends = set(pending.read() or ())
     for spec in VIEWS:
       for start in accepted[spec.name]:

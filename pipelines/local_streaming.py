@@ -1,0 +1,94 @@
+"""Two mends for Beam's local streaming runner (BundleBasedDirectRunner).
+
+1. **Exact counters.** Beam 2.77's runner gives each bundle a metrics
+   container of its own and commits it when the bundle ends, but the state
+   sampler of a worker thread caches each step's scoped state by name,
+   holding the container of the step's first bundle on that thread
+   (`StateSampler.scoped_state`). The counters of every later bundle of the
+   step on that thread are added to that first container after it was
+   committed, and are lost: a 30,000-record micro-batched stream reported
+   the input records of one batch, 5,000. Each bundle here gets a fresh
+   state sampler (it only keeps names and times), so every bundle counts
+   into its own container; the same stream then reports 30,000, and
+   duplicates and rows written equal the tables'.
+2. **DoFns inspected once.** At every bundle the runner asks whether the
+   step's DoFn holds state (`userstate.is_stateful_dofn`), which inspects
+   the signature of each of its methods: 45% of a micro-batched stream's
+   time, the runner making a bundle of every timer firing for every later
+   step. The answer depends only on the DoFn's class (and, for `Map` and
+   the like, the wrapped function), so it is kept per class and function:
+   a 100,000-record stream ran in 23 s instead of 56 s.
+
+`mend()` applies both once per process, for runs on that runner only
+(`pipelines.analytics.run`, the streaming soak). Each wraps one function of
+Beam's, so it first checks that the function is there as expected, and
+otherwise leaves Beam alone and says so: the caller then writes no counters
+rather than wrong ones.
+"""
+import inspect
+import logging
+
+__all__ = ['mend']
+
+_MENDED = {}
+
+
+def _expected(function, parameters):
+  return list(inspect.signature(function).parameters) == parameters
+
+
+def _mend_counters():
+  from apache_beam.runners.direct import executor
+  from apache_beam.runners.worker import statesampler
+  from apache_beam.utils import counters
+  original = executor.TransformExecutor.call
+  if not _expected(original, ['self', 'state_sampler']):
+    return False
+
+  def call(self, state_sampler):
+    fresh = statesampler.StateSampler('', counters.CounterFactory())
+    statesampler.set_current_tracker(fresh)
+    try:
+      return original(self, fresh)
+    finally:
+      statesampler.set_current_tracker(state_sampler)
+  executor.TransformExecutor.call = call
+  return True
+
+
+def _mend_inspection():
+  from apache_beam.transforms import userstate
+  original = userstate.get_dofn_specs
+  if not _expected(original, ['dofn']):
+    return False
+  known = {}
+
+  def get_dofn_specs(dofn):
+    key = (type(dofn), getattr(dofn, '_fn', None))
+    try:
+      return known[key]
+    except KeyError:
+      specs = known[key] = original(dofn)
+      return specs
+    except TypeError:  # an unhashable wrapped callable: inspected each time
+      return original(dofn)
+  userstate.get_dofn_specs = get_dofn_specs
+  return True
+
+
+def mend() -> bool:
+  """Applies both mends once per process; returns whether counters are
+  exact (the first is in place)."""
+  if not _MENDED:
+    for name, apply in (('counters', _mend_counters),
+                        ('inspection', _mend_inspection)):
+      try:
+        _MENDED[name] = apply()
+      except (ImportError, AttributeError, ValueError, TypeError) as missing:
+        logging.warning('local streaming runner: %s not mended: %s', name,
+                        missing)
+        _MENDED[name] = False
+      if not _MENDED[name]:
+        logging.warning('local streaming runner: %s left as Beam has it',
+                        name)
+  return _MENDED['counters']
