@@ -17,8 +17,9 @@ Pub/Sub or Kafka hold a backlog at the broker (Beam's test-stream reader
 would otherwise pull the whole stream into memory ahead of the pipeline).
 
 The parent samples the job's memory (PSS of its processes, from /proc) every
-second and prints it at each tenth of the records fed, the growth per record
-over the second half, then checks the tables against the stream's manifest:
+second (all samples in `<workdir>/memory.csv`) and prints it at each tenth
+of the records fed, the lowest in each tenth, the growth per record over the
+second half, then checks the tables against the stream's manifest:
 `events` rows = unique events, letters per kind = bad records per kind,
 `late_event` letters = too-late events, records = rows + duplicates + other
 letters, every row once in the cold tier, and the minute and hourly views
@@ -226,14 +227,19 @@ def growth_per_record(samples, fed, total):
 
 
 def _memory_at_tenths(samples, fed, total):
-  """PSS (MB) when each tenth of the records had been fed."""
-  result = []
+  """PSS (MB) when each tenth of the records had been fed, and the lowest
+  PSS while it was fed (between the sinks' commits, which come and go)."""
+  at, lowest = [], []
+  since = fed[0][0] if fed else 0.0  # from the first batch on: not start-up
   for tenth in range(1, 11):
     when = next((t for t, n in fed if n >= total * tenth / 10), None)
     if when is None:
       when = samples[-1][0]
-    result.append(min(samples, key=lambda s: abs(s[0] - when))[1])
-  return result
+    at.append(min(samples, key=lambda s: abs(s[0] - when))[1])
+    during = [mb for t, mb in samples if since <= t <= when]
+    lowest.append(min(during) if during else at[-1])
+    since = when
+  return at, lowest
 
 
 def _parse(argv):
@@ -308,16 +314,22 @@ def main(argv=None):
   if job.returncode:
     print('the job failed (%d)' % job.returncode)
     return 1
-  tenths = _memory_at_tenths(samples, fed, manifest['records'])
+  tenths, lowest = _memory_at_tenths(samples, fed, manifest['records'])
   peak_at, peak = max(samples, key=lambda s: s[1])
   print('stream soak (%s): %d records in %.0f s = %.0f records/s; peak PSS '
         '%.0f MB (at %.0f%% of the records); PSS at each tenth of the records: '
-        '%s MB; growth over the second half: %.1f bytes per record' % (
+        '%s MB, the lowest in each: %s MB; growth over the second half: %.1f '
+        'bytes per record' % (
             args.execution, manifest['records'], seconds,
             manifest['records'] / seconds, peak,
             100.0 * _records_at(fed, peak_at) / manifest['records'],
             ', '.join('%.0f' % t for t in tenths),
+            ', '.join('%.0f' % t for t in lowest),
             growth_per_record(samples, fed, manifest['records'])))
+  with open(os.path.join(work, 'memory.csv'), 'w') as f:
+    f.write('seconds,records_fed,pss_mb\n')
+    for t, mb in samples:
+      f.write('%.1f,%d,%.1f\n' % (t, _records_at(fed, t), mb))
   print('\n'.join(summary_line))
   failed = 0
   for name, expected, found in check_tables(

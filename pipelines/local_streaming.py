@@ -27,6 +27,7 @@ rather than wrong ones.
 """
 import inspect
 import logging
+import sys
 
 __all__ = ['mend']
 
@@ -56,22 +57,51 @@ def _mend_counters():
   return True
 
 
+def _specs_key(dofn, stateful_params):
+  """What a DoFn's state and timer specs depend on, if it can stand for
+  every copy of it: the runner unpickles a new copy of the DoFn at each
+  bundle, so the key must be equal for equal copies and hold nothing new
+  (keeping every copy was seen to grow ~100 bytes per record). An
+  importable class (specs are class attributes); for `Map` and the like
+  the wrapped function's code (compared by value), unless a default is a
+  state or timer parameter (one code object can be made with different
+  specs). None: not kept, inspected each time."""
+  cls = type(dofn)
+  module = sys.modules.get(cls.__module__)
+  if getattr(module, cls.__qualname__, None) is not cls:
+    return None  # a class made at run time: a new one per copy
+  fn = getattr(dofn, '_fn', None)
+  if fn is None:
+    return cls
+  code = getattr(fn, '__code__', None)
+  if code is None:
+    return None  # a callable object or a partial
+  defaults = list(fn.__defaults__ or ()) + list(
+      (fn.__kwdefaults__ or {}).values())
+  if any(isinstance(d, stateful_params) for d in defaults):
+    return None
+  return cls, code
+
+
 def _mend_inspection():
   from apache_beam.transforms import userstate
+  from apache_beam.transforms.core import _StateDoFnParam, _TimerDoFnParam
+  stateful_params = (_StateDoFnParam, _TimerDoFnParam)
   original = userstate.get_dofn_specs
   if not _expected(original, ['dofn']):
     return False
   known = {}
 
   def get_dofn_specs(dofn):
-    key = (type(dofn), getattr(dofn, '_fn', None))
-    try:
-      return known[key]
-    except KeyError:
-      specs = known[key] = original(dofn)
-      return specs
-    except TypeError:  # an unhashable wrapped callable: inspected each time
+    key = _specs_key(dofn, stateful_params)
+    if key is None:
       return original(dofn)
+    specs = known.get(key)
+    if specs is None:
+      specs = known[key] = original(dofn)
+    return specs
+  get_dofn_specs.known = known  # for the test: it stays small,
+  get_dofn_specs.original = original  # and answers as Beam does
   userstate.get_dofn_specs = get_dofn_specs
   return True
 

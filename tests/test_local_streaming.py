@@ -1,0 +1,39 @@
+"""The two mends for the local streaming runner (`pipelines/local_streaming`):
+exact counters are checked end to end by test_watch (a CLI streaming run
+reconciled by `verify`); here the kept DoFn specs are the runner's own
+answers, and they stay one per DoFn class or function however many bundles
+and runs (keeping each bundle's copy once grew ~100 bytes per record)."""
+import apache_beam as beam
+from apache_beam.transforms import userstate
+
+from pipelines import local_streaming
+from tests.test_streaming import run_late_data_stream
+from transforms.batched_windows import _MicroBatchViewsFn
+from transforms.dedup import DedupFn
+
+
+def _counting(name):
+  spec = userstate.CombiningValueStateSpec(name, sum)
+  return beam.ParDo(lambda kv, count=beam.DoFn.StateParam(spec): [kv])
+
+
+def test_kept_specs_are_the_runners_answers_and_stay_few(tmp_path):
+  assert local_streaming.mend()
+  assert local_streaming.mend()  # once per process: nothing wraps twice
+  inspect = userstate.get_dofn_specs
+  known = inspect.known
+  views = _MicroBatchViewsFn(600)
+  states, timers = inspect(views)
+  assert {s.name for s in states} == {
+      'floor', 'user_activity_hourly', 'event_counts_1m', 'active_users_15m'}
+  assert len(timers) == 3 and inspect(_MicroBatchViewsFn(60)) == (states, timers)
+  assert inspect(DedupFn(60))[1] and not inspect(beam.Map(len).dofn)[0]
+  for dofn in (views, DedupFn(60), beam.Map(len).dofn, _counting('a').fn,
+               _counting('b').fn):  # one code object, two specs
+    assert inspect(dofn) == inspect.original(dofn)
+  run_late_data_stream(hot_sink='duckdb:' + str(tmp_path / 'a.duckdb'),
+                       cold_path=str(tmp_path / 'a'))
+  after_one = len(known)
+  run_late_data_stream(hot_sink='duckdb:' + str(tmp_path / 'b.duckdb'),
+                       cold_path=str(tmp_path / 'b'))
+  assert len(known) == after_one < 100, sorted(map(str, known))[:20]
