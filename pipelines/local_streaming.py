@@ -17,7 +17,10 @@
    time, the runner making a bundle of every timer firing for every later
    step. The answer depends only on the DoFn's class (and, for `Map` and
    the like, the wrapped function), so it is kept per class and function:
-   a 100,000-record stream ran in 23 s instead of 56 s.
+   a 100,000-record stream ran in 23 s instead of 56 s; keeping Beam's
+   nested classes too (`WindowInto.WindowIntoFn`, inspected at every
+   firing of the sinks' triggers) took a 600,000-record stream from
+   263 s to 169 s.
 
 `mend()` applies both once per process, for runs on that runner only
 (`pipelines.analytics.run`, the streaming soak). Each wraps one function of
@@ -57,6 +60,15 @@ def _mend_counters():
   return True
 
 
+def _importable(cls):
+  """The class its module and qualified name lead to (nested classes such
+  as `WindowInto.WindowIntoFn` included), or None."""
+  found = sys.modules.get(cls.__module__)
+  for name in cls.__qualname__.split('.'):
+    found = getattr(found, name, None)
+  return found
+
+
 def _specs_key(dofn, stateful_params):
   """What a DoFn's state and timer specs depend on, if it can stand for
   every copy of it: the runner unpickles a new copy of the DoFn at each
@@ -67,8 +79,7 @@ def _specs_key(dofn, stateful_params):
   state or timer parameter (one code object can be made with different
   specs). None: not kept, inspected each time."""
   cls = type(dofn)
-  module = sys.modules.get(cls.__module__)
-  if getattr(module, cls.__qualname__, None) is not cls:
+  if _importable(cls) is not cls:
     return None  # a class made at run time: a new one per copy
   fn = getattr(dofn, '_fn', None)
   if fn is None:

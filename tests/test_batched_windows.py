@@ -133,6 +133,23 @@ def test_early_rows_come_with_a_batch_once_the_delay_has_passed():
   assert _rows_of(too_late, 'event_counts_1m') == []
 
 
+def test_only_the_view_that_counts_users_keeps_them_in_state():
+  """The minute and hourly windows are rewritten at every firing: their
+  accumulators hold counts and times, no user set; the 15-minute view's
+  holds the distinct users it counts."""
+  fn, args = _fn_alone(clock=lambda: 0.0)
+  batch = _batch(_at(5), _at(6, 'u2'), _at(7, 'u2'), _at(8, 'u3'))
+  list(fn.process((0, batch), *args))
+  hourly, minute, active = (args[i].value for i in (1, 2, 3))
+  for view in (hourly, minute):
+    accs = [a for keys in view.windows.values() for a in keys.values()]
+    assert accs and all(a[2] == set() for a in accs)
+  assert sum(a[0] for keys in minute.windows.values()
+             for a in keys.values()) == 4
+  users = [a[2] for keys in active.windows.values() for a in keys.values()]
+  assert users and all(len(u) == 3 for u in users)
+
+
 def _generated_stream():
   """Three hours of events for 40 users in order, a watermark step after
   each batch of 25, and every 9th batch with a few events 2 minutes late

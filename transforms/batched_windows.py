@@ -17,8 +17,10 @@ timer (`ViewWindows`):
   (`windows.accepted_windows` against the floor of the watermark): one that
   missed a view's window is one `late_event` letter naming the views; each
   accepted (window, key) is added to the window's accumulator
-  (`views.add_event`), and a window already final gives a LATE row for each
-  key the batch changed;
+  (`views.add_event`, with the user only for the view that counts users:
+  the state of the others is rewritten at every firing, and user sets made
+  the minute view's the largest), and a window already final gives a LATE
+  row for each key the batch changed;
 * a view's watermark timer fires at the earliest end of its windows not yet
   final: each window that ended gives its rows ON_TIME (every key), and each
   past its end + allowed lateness is dropped (an event for it after that is
@@ -147,7 +149,7 @@ class _MicroBatchViewsFn(beam.DoFn):
           acc = accumulators.get(key)
           if acc is None:
             acc = accumulators[key] = new_accumulator()
-          add_event(acc, t, event.user_id)
+          add_event(acc, t, event.user_id if spec.counts_users else None)
           if start in windows.final:
             late[spec.name].setdefault(start, set()).add(key)
           elif self._early_s:

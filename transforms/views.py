@@ -55,9 +55,13 @@ def new_accumulator():
 
 
 def add_event(acc, event_micros, user_id):
+  """Adds one event; `user_id` None when the view does not count users
+  (`ViewSpec.counts_users`), so its accumulators keep no user set worth
+  holding in state."""
   acc[0] += 1
   acc[1] = event_micros if acc[1] is None else max(acc[1], event_micros)
-  acc[2].add(user_id)
+  if user_id is not None:
+    acc[2].add(user_id)
   return acc
 
 
