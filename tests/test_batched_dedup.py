@@ -4,6 +4,7 @@ shard holds only the last TTL of keys."""
 import datetime
 import hashlib
 import pickle
+import random
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -78,15 +79,46 @@ def test_batched_dedup_is_exact_over_many_ttls_of_event_time():
 
 def test_expiring_keys_forget_what_is_due_and_survive_pickling():
   keys = ExpiringKeys()
-  for key, at in (('a', 30), ('b', 10), ('c', 20), ('d', 40)):
-    keys.add(key, at)
+  assert keys.first_copies(list('abcdb'), [30, 10, 20, 40, 50]) == [0, 1, 2, 3]
   assert keys.earliest == 10 and 'b' in keys and len(keys) == 4
   assert keys.expire(20) == 2
   assert 'b' not in keys and 'c' not in keys and 'a' in keys
   assert keys.earliest == 30
   copy = pickle.loads(pickle.dumps(keys))
-  assert copy.expiries == {'a': 30, 'd': 40} and copy.earliest == 30
+  assert [copy.expiry_of(k) for k in 'abcd'] == [30, None, None, 40]
+  assert copy.earliest == 30 and len(copy) == 2
   assert keys.expire(100) == 2 and keys.earliest is None and not len(keys)
+
+
+def test_expiring_keys_keep_first_copies_exactly_as_a_set_would():
+  """Random batches of contract keys and other strings (among them ones
+  that differ by a trailing NUL, or spell a contract key in capitals): the
+  positions kept are those a set of seen keys keeps, the arrays stay
+  sorted, and expiring forgets exactly the keys timed at or before it."""
+  rng = random.Random(5)
+  pool = ([hashlib.sha256(b'%d' % i).hexdigest() for i in range(300)]
+          + ['k', 'k\x00', 'k\x00\x00', '', '\u00e9', 'e\u0301', 'A' * 200]
+          + [hashlib.sha256(b'%d' % i).hexdigest().upper() for i in range(5)])
+  keys, seen = ExpiringKeys(), {}
+  for round_ in range(40):
+    batch = [rng.choice(pool) for _ in range(rng.randrange(0, 60))]
+    expiries = [rng.randrange(1000) for _ in batch]
+    expected = []
+    for i, (key, at) in enumerate(zip(batch, expiries)):
+      if key not in seen:
+        seen[key] = at
+        expected.append(i)
+    assert keys.first_copies(batch, expiries) == expected
+    assert list(keys.keys) == sorted(keys.keys) and len(keys) == len(seen)
+    if round_ % 5 == 4:
+      now = rng.randrange(1000)
+      forgotten = [k for k, at in seen.items() if at <= now]
+      assert keys.expire(now) == len(forgotten)
+      for k in forgotten:
+        del seen[k]
+    keys = pickle.loads(pickle.dumps(keys))
+  assert all(keys.expiry_of(k) == at for k, at in seen.items())
+  assert all(k not in keys for k in pool if k not in seen)
 
 
 def test_a_key_is_timed_for_its_ttl_and_at_most_one_step_more():
@@ -98,7 +130,7 @@ def test_a_key_is_timed_for_its_ttl_and_at_most_one_step_more():
   [fact] = _facts(1, 0)
   assert list(fn.process((0, Batch([fact])), state, timer))
   expires = micros(fact.event_time) + 86400 * 1000000
-  timed = state.value.expiries[compact_key(fact.idempotency_key)]
+  timed = state.value.expiry_of(fact.idempotency_key)
   assert expires <= timed < expires + expiry_step_us(86400)
   assert timer.at == Timestamp(micros=timed)
 
