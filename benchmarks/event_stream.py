@@ -17,6 +17,7 @@ import random
 
 from pipelines.generate import bad_record, make_event
 from schemas.records import RawRecord
+from transforms.views import micros
 
 __all__ = ['EventStream']
 
@@ -98,11 +99,7 @@ class EventStream(object):
       batch.append(RawRecord(data, 'stream:%d' % i))
       manifest['records'] += 1
       if len(batch) >= self.batch_size:
-        yield batch, _micros(latest)
+        yield batch, micros(latest)
         batch = []
     if batch:
-      yield batch, _micros(latest)
-
-
-def _micros(when):
-  return int(when.timestamp()) * 1000000 + when.microsecond
+      yield batch, micros(latest)

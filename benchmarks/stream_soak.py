@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,11 +220,10 @@ def growth_per_record(samples, fed, total):
   points = [(n, b) for n, b in points if total / 2 <= n < total]
   if len(points) < 2:
     return float('nan')
-  mean_n = sum(n for n, _ in points) / len(points)
-  mean_b = sum(b for _, b in points) / len(points)
-  spread = sum((n - mean_n) ** 2 for n, _ in points)
-  return sum((n - mean_n) * (b - mean_b) for n, b in points) / spread if \
-      spread else float('nan')
+  try:
+    return statistics.linear_regression(*zip(*points)).slope
+  except statistics.StatisticsError:  # every sample at one record count
+    return float('nan')
 
 
 def _memory_at_tenths(samples, fed, total):

@@ -187,10 +187,12 @@ def _per_record(pipeline, options, source, store_factory):
   return events, letters, event_rows, view_rows
 
 
-def _as_batches(records, size):
-  """Records (from an injected or message source) as `Batch`es."""
-  return records | 'BatchInput' >> beam.BatchElements(
-      min_batch_size=size, max_batch_size=size) | 'AsBatch' >> beam.Map(
+def _as_batches(elements, size, labels=('BatchInput', 'AsBatch')):
+  """Elements (records from an injected or message source, or events) as
+  `Batch`es of `size`."""
+  gather, wrap = labels
+  return elements | gather >> beam.BatchElements(
+      min_batch_size=size, max_batch_size=size) | wrap >> beam.Map(
           batched.Batch).with_output_types(batched.Batch)
 
 
@@ -206,10 +208,8 @@ def _batched_events(pipeline, opts, decoded, store_factory, streaming):
     # Beam's Enrichment takes one element per request: unbatch around it.
     single = unique | 'Unbatch' >> beam.FlatMap(lambda b: b)
     enriched, more = _enrich(pipeline, opts, single, store_factory)
-    events = enriched | 'Rebatch' >> beam.BatchElements(
-        min_batch_size=opts.read_batch_size,
-        max_batch_size=opts.read_batch_size) | 'AsEventBatch' >> beam.Map(
-            batched.Batch).with_output_types(batched.Batch)
+    events = _as_batches(enriched, opts.read_batch_size,
+                         ('Rebatch', 'AsEventBatch'))
     return events, letters + more
   return unique | 'Enrich' >> EnrichFromSideInput(
       _profiles(pipeline, opts), batched=True), letters
