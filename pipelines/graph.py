@@ -4,8 +4,7 @@ Shapes of one job, chosen by the input and the runner, never by editing the
 graph:
 
 * per record (streaming on Dataflow and Flink, or `--execution per_record`):
-  each event is an element, with the late-data gate and event-time views
-  (`windows.py`);
+  each event is an element;
 * batched (bounded input, the default): elements are batches of records and the
   same pure functions run inside them (`batched.py`), ~20x faster locally;
   with the DuckDB sink and side-input enrichment each batch of events is an
@@ -13,13 +12,16 @@ graph:
   there is one local worker (`batched_tables.py`, `parallel_decode.py`);
 * micro-batched (streaming on the local runner, the default there): batches
   of records as they arrive, dedup keys expiring by event time
-  (`batched_dedup.py`), and the late-data gate's rule on views whose windows
-  one stateful step keeps and drops at their end + lateness
-  (`batched_windows.py`). Per record, the local runner grows per record: it
+  (`batched_dedup.py`). Per record, the local runner grows per record: it
   keeps every key a stateful step ever saw (and walks them all to find
-  timers), and every window of a trigger with late firings.
+  timers).
 
-They produce the same rows and counters; tests check it.
+In streaming, the late-data gate (`windows.py`) marks each event with the
+views it came too late for. The views themselves are maintained by the hot
+sink's commit from the events it newly stores (`view_sql.py`), and the cold
+tier is written from what the commit stored (`cold_sink.py`), so both stay
+exact whatever the history of runs. The shapes produce the same rows and
+counters; tests check it.
 """
 import datetime
 
@@ -32,9 +34,7 @@ from schemas import tables
 from schemas.rows import dead_letter_row, event_row, events_table
 from transforms import batched, batched_dedup
 from transforms.batched_tables import with_processed_at
-from transforms.batched_views import BatchedViews
-from transforms.batched_windows import BatchedWindowedViews
-from transforms.cold_sink import WriteColdParquet
+from transforms.cold_sink import COLD_FILES
 from transforms.dead_letters import CollectDeadLetters
 from transforms.decode import DEAD_LETTERS, DecodeAndValidate
 from transforms.dedup import DedupByIdempotencyKey
@@ -49,7 +49,7 @@ from transforms.message_sources import (ReadKafkaRecords, ReadPubSubRecords,
                                         kafka_consumer_config)
 from transforms.sources import ReadRecords, WatchRecords
 from transforms.stores import profile_store
-from transforms.windows import LATE_EVENTS, ViewPolicy, WindowedViews
+from transforms.windows import FLOORS, LateDataGate, ViewPolicy
 
 __all__ = ['build', 'utcnow', 'is_batched', 'is_micro_batched', 'is_local']
 
@@ -77,14 +77,14 @@ def is_micro_batched(options) -> bool:
           and opts.execution == 'batched' and is_local(options))
 
 
-def _event_row(event):
-  return event_row(event, utcnow())
+def _event_row(event, mask):
+  return event_row(event, utcnow(), mask)
 
 
-def _event_row_with_source(event):
+def _event_row_with_source(event, mask):
   """For the BigQuery sink: the row and the record it came from, so that a row
   BigQuery rejects becomes a `sink_failed` letter with the original bytes."""
-  row = event_row(event, utcnow())
+  row = event_row(event, utcnow(), mask)
   row['_raw'], row['_origin'] = event.raw, event.origin
   return row
 
@@ -96,15 +96,20 @@ def _row_maker(opts):
 
 
 def _hot_sink(opts, streaming, fast):
+  """The hot warehouse's sink, which also writes the cold tier from what
+  its commits store (`cold_sink.py`)."""
   hot = HotSink(opts.hot_sink)
   if hot.kind == 'bigquery':
     return WriteToBigQueryWarehouse(
-        hot.project, hot.dataset, opts.bigquery_endpoint,
+        hot.project, hot.dataset, opts.cold_path, opts.bigquery_endpoint,
         max_batch_size=min(opts.batch_size, 5000), streaming=streaming,
-        prebatched=fast, mask_fields=parse_fields(opts.mask_fields))
-  return WriteToDuckDB(hot.target, max_batch_size=opts.batch_size,
+        prebatched=fast, mask_fields=parse_fields(opts.mask_fields),
+        cold_max_rows=opts.cold_max_rows_per_file)
+  return WriteToDuckDB(hot.target, opts.cold_path,
+                       max_batch_size=opts.batch_size,
                        streaming=streaming, prebatched=fast,
-                       memory_limit=opts.duckdb_memory_limit)
+                       memory_limit=opts.duckdb_memory_limit,
+                       cold_max_rows=opts.cold_max_rows_per_file)
 
 
 def _enrich(pipeline, opts, events, store_factory):
@@ -161,12 +166,14 @@ def _source(pipeline, opts, batch_size=None):
   return pipeline | 'ReadInput' >> ReadRecords(opts.input, opts.registry)
 
 
-def _view_policy(opts, streaming=True):
-  return ViewPolicy(
-      allowed_lateness_s=opts.allowed_lateness,
-      early_firing_s=opts.early_firing_s or None,
-      beam_lateness_margin_s=max(opts.dedup_ttl, 3600),
-      streaming=streaming)
+def _gate(events, opts, streaming):
+  """Streaming: the events marked with the views they came too late for,
+  and the gate's watermark reports; bounded input: nothing is late."""
+  if not streaming:
+    return events, ()
+  gated = events | 'LateDataGate' >> LateDataGate(
+      ViewPolicy(allowed_lateness_s=opts.allowed_lateness))
+  return gated.events, (gated[FLOORS],)
 
 
 def _per_record(pipeline, options, source, store_factory):
@@ -178,22 +185,20 @@ def _per_record(pipeline, options, source, store_factory):
   # Dedup before windowing: a retry must not count twice in any view.
   unique = decoded.events | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl)
   events, enrich_letters = _enrich(pipeline, opts, unique, store_factory)
-  views = events | 'WindowedViews' >> WindowedViews(
-      _view_policy(opts, streaming))
-  letters = (decoded[DEAD_LETTERS], views[LATE_EVENTS]) + enrich_letters
-  to_row = _row_maker(opts)
-  event_rows = events | 'EventRows' >> beam.Map(to_row)
-  view_rows = {t.name: views[t.name] for t in tables.VIEW_TABLES}
-  return events, letters, event_rows, view_rows
+  events, floors = _gate(events, opts, streaming)
+  letters = (decoded[DEAD_LETTERS],) + enrich_letters
+  event_rows = events | 'EventRows' >> beam.Map(
+      _row_maker(opts), parse_fields(opts.mask_fields))
+  return events, letters, event_rows, floors
 
 
 def _as_batches(elements, size, labels=('BatchInput', 'AsBatch')):
   """Elements (records from an injected or message source, or events) as
-  `Batch`es of `size`."""
-  gather, wrap = labels
-  return elements | gather >> beam.BatchElements(
-      min_batch_size=size, max_batch_size=size) | wrap >> beam.Map(
-          batched.Batch).with_output_types(batched.Batch)
+  `Batch`es of at most `size`, each stamped with its latest element's
+  timestamp (its arrival: streaming dedup keeps a key for the TTL from
+  there)."""
+  gather, _ = labels
+  return elements | gather >> batched.BatchByArrival(size)
 
 
 def _batched_events(pipeline, opts, decoded, store_factory, streaming):
@@ -218,11 +223,12 @@ def _batched_events(pipeline, opts, decoded, store_factory, streaming):
 def _batched_event_rows(opts, events):
   """The `events` rows of each batch: one Arrow table for the DuckDB sink
   (shared by its staging file and the cold tier's), else row dicts."""
+  mask = parse_fields(opts.mask_fields)
   if HotSink(opts.hot_sink).kind == 'duckdb':
     return events | 'EventRows' >> beam.Map(
-        lambda b: events_table(b, utcnow())).with_output_types(pa.Table)
+        lambda b: events_table(b, utcnow(), mask)).with_output_types(pa.Table)
   return events | 'EventRows' >> beam.Map(
-      lambda b, to_row: batched.Batch([to_row(e) for e in b]),
+      lambda b, to_row: batched.Batch([to_row(e, mask) for e in b]),
       _row_maker(opts)).with_output_types(batched.Batch)
 
 
@@ -243,13 +249,7 @@ def _batched(pipeline, options, source, store_factory):
       opts.registry)
   events, letters = _batched_events(pipeline, opts, decoded, store_factory,
                                     streaming=False)
-  event_rows = _batched_event_rows(opts, events)
-  if to_duckdb:
-    # The views read the events' Arrow table.
-    view_rows = event_rows | 'WindowedViews' >> BatchedViews(arrow=True)
-  else:
-    view_rows = events | 'WindowedViews' >> BatchedViews(arrow=False)
-  return events, letters, event_rows, view_rows
+  return events, letters, _batched_event_rows(opts, events), ()
 
 
 def _micro_batched(pipeline, options, source, store_factory):
@@ -263,10 +263,8 @@ def _micro_batched(pipeline, options, source, store_factory):
       opts.registry)
   events, letters = _batched_events(pipeline, opts, decoded, store_factory,
                                     streaming=True)
-  views = events | 'WindowedViews' >> BatchedWindowedViews(_view_policy(opts))
-  view_rows = {t.name: views[t.name] for t in tables.VIEW_TABLES}
-  return (events, letters + (views[LATE_EVENTS],),
-          _batched_event_rows(opts, events), view_rows)
+  events, floors = _gate(events, opts, streaming=True)
+  return events, letters, _batched_event_rows(opts, events), floors
 
 
 def _batched_tables(pipeline, options, batches):
@@ -283,8 +281,7 @@ def _batched_tables(pipeline, options, batches):
   event_rows = events | 'EventRows' >> beam.Map(
       lambda table: with_processed_at(table, utcnow())).with_output_types(
           pa.Table)
-  view_rows = event_rows | 'WindowedViews' >> BatchedViews(arrow=True)
-  return events, (decoded[DEAD_LETTERS],), event_rows, view_rows
+  return events, (decoded[DEAD_LETTERS],), event_rows, ()
 
 
 def build(pipeline, options, *, source=None, store_factory=None):
@@ -304,18 +301,18 @@ def build(pipeline, options, *, source=None, store_factory=None):
     A dict of PCollections: `events` (enriched unique `Event`s; on the
     batched and micro-batched paths `Batch`es of them, or on the batched
     path `events` Arrow tables without `processed_at` with the DuckDB sink
-    and side-input enrichment), `dead_letters` (every `DeadLetter`, late
-    ones included, one per element), one per view table (row dicts; on the
-    batched path lists of rows, or one Arrow table per view with the DuckDB
-    sink; micro-batched, `Batch`es of rows), `commits` (the hot sink's
-    commits) and `cold_files`.
+    and side-input enrichment), `dead_letters` (every `DeadLetter` but the
+    late ones, which the sink writes with their events), `commits` (the
+    hot sink's commits: (table, staged rows, written)) and `cold_files` (the
+    paths the cold tier's export wrote). The views are maintained by the
+    commits (`transforms/view_sql.py`).
   """
   opts = options.view_as(AnalyticsOptions)
   streaming = options.view_as(StandardOptions).streaming
   fast = is_batched(options) or is_micro_batched(options)
   build_path = (_batched if is_batched(options) else
                 _micro_batched if fast else _per_record)
-  events, letters, event_rows, view_rows = build_path(
+  events, letters, event_rows, floors = build_path(
       pipeline, options, source, store_factory)
   dead_letters = letters | 'DeadLetters' >> CollectDeadLetters()
   letter_rows = dead_letters | 'DeadLetterRows' >> beam.Map(
@@ -324,14 +321,10 @@ def build(pipeline, options, *, source=None, store_factory=None):
   if fast:
     letter_rows = letter_rows | 'BatchDeadLetterRows' >> beam.BatchElements(
         min_batch_size=1, max_batch_size=opts.batch_size)
-  rows = dict(view_rows)
-  rows[tables.EVENTS.name] = event_rows
-  rows[tables.DEAD_LETTERS.name] = letter_rows
-  commits = rows | 'WriteHot' >> _hot_sink(opts, streaming, fast)
-  cold_files = event_rows | 'WriteCold' >> WriteColdParquet(
-      opts.cold_path, max_rows_per_file=opts.cold_max_rows_per_file,
-      streaming=streaming, prebatched=fast)
-  outputs = {'events': events, 'dead_letters': dead_letters,
-             'commits': commits, 'cold_files': cold_files}
-  outputs.update(view_rows)
-  return outputs
+  rows = {tables.EVENTS.name: event_rows,
+          tables.DEAD_LETTERS.name: letter_rows}
+  if floors:
+    rows['floors'] = floors[0]
+  written = rows | 'WriteHot' >> _hot_sink(opts, streaming, fast)
+  return {'events': events, 'dead_letters': dead_letters,
+          'commits': written.commits, 'cold_files': written[COLD_FILES]}

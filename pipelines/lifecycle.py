@@ -25,7 +25,6 @@ import uuid
 from pipelines.summary import write_metrics
 from schemas import tables
 from schemas.keys import key_shard
-from transforms.cold_pieces import STAGING_FOLDER
 from transforms.cold_sink import (cold_file_path, keys_digest, partition_of,
                                   write_cold_file)
 from transforms.duckdb_sink import connect, staging_dir_of
@@ -95,6 +94,11 @@ def _remove_idle_staging(folders, idle_since: float) -> int:
       shutil.rmtree(folder)
       removed += len(files)
   return removed
+
+
+# Where versions before the cold outbox staged a batch run's cold pieces: a
+# killed run of one of them may have left a folder there.
+STAGING_FOLDER = '.staging'
 
 
 def _staging_folders(db_path, cold_path):

@@ -15,7 +15,8 @@ _REPORTED = (
     counters.INPUT_RECORDS, counters.BLANK_LINES, counters.VALID_EVENTS,
     counters.EVENTS_WRITTEN, counters.EVENTS_ALREADY_STORED, counters.DUPLICATES,
     counters.DEAD_LETTERS, counters.DEAD_LETTERS_WRITTEN,
-    counters.ENRICHMENT_FALLBACKS, counters.UNKNOWN_FIELDS)
+    counters.ENRICHMENT_FALLBACKS, counters.UNKNOWN_FIELDS,
+    counters.UPCAST_INEXACT)
 
 
 def read_counters(result) -> dict:

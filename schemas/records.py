@@ -68,7 +68,10 @@ class Event(NamedTuple):
 
   `payload` is the payload read with the newest reader schema of its major version,
   unknown fields dropped and defaults filled. `raw` and `origin` are kept so that a
-  late event's dead letter can carry the original bytes.
+  late event's dead letter can carry the original bytes. `missed_views` names
+  the views the event came too late for (the late-data gate sets it, with
+  `late_letter`, the event's `late_event` DeadLetter): those views never count
+  it, and the letter is written only if the event is stored.
   """
   idempotency_key: str
   trace_id: str
@@ -84,6 +87,8 @@ class Event(NamedTuple):
   origin: str = ''
   user_tier: str = UNKNOWN
   user_region: str = UNKNOWN
+  missed_views: tuple = ()
+  late_letter: Optional['DeadLetter'] = None
 
   def __reduce__(self):
     # Plain tuple arguments: pickles several times faster than the default

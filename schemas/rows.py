@@ -51,8 +51,11 @@ def dead_letter_id(kind: str, origin: str, raw: bytes) -> str:
   return digest.hexdigest()
 
 
-def event_row(event: Event, processed_at: datetime.datetime) -> dict:
-  """The `events` row of an event (payload as JSON text, keys in schema order)."""
+def event_row(event: Event, processed_at: datetime.datetime,
+              mask_fields=()) -> dict:
+  """The staged `events` row of an event (payload as JSON text, keys in the
+  order of `tables.STAGED_EVENTS`: the `events` columns, then its late letter
+  as JSON text or None)."""
   return {
       'idempotency_key': event.idempotency_key,
       'trace_id': event.trace_id,
@@ -67,7 +70,20 @@ def event_row(event: Event, processed_at: datetime.datetime) -> dict:
       'user_tier': event.user_tier,
       'user_region': event.user_region,
       'payload': _payload_json(event.payload),
+      'missed_views': list(event.missed_views),
+      'late_letter': late_letter_json(event, processed_at, mask_fields),
   }
+
+
+def late_letter_json(event: Event, failed_at: datetime.datetime,
+                     mask_fields=()):
+  """The `dead_letters` row of an event's late letter as JSON text (the
+  commit writes it with the event, see `tables.STAGED_EVENTS`), or None."""
+  if event.late_letter is None:
+    return None
+  row = dead_letter_row(event.late_letter, failed_at, mask_fields)
+  row['failed_at'] = failed_at.astimezone(datetime.timezone.utc).isoformat()
+  return json.dumps(row, sort_keys=True)
 
 
 def _payload_json(payload) -> str:
@@ -96,19 +112,24 @@ _COPIED = ('idempotency_key', 'trace_id', 'schema_version', 'event_type',
 _POSITION = {name: i for i, name in enumerate(Event._fields)}
 
 
-def events_table(events, processed_at: datetime.datetime) -> pa.Table:
-  """The `events` rows of many events as one Arrow table.
+def events_table(events, processed_at: datetime.datetime,
+                 mask_fields=()) -> pa.Table:
+  """The staged `events` rows of many events as one Arrow table.
 
   The same values as `event_row` per event (a test compares them), built
   column by column: no dict per row and one conversion to Arrow, which the
-  batched path's staging file and cold-tier file then share.
+  batched path's staging file then takes.
   """
   events = list(events)
-  schema = tables.arrow_schema(tables.EVENTS)
+  schema = tables.arrow_schema(tables.STAGED_EVENTS)
   fields = list(zip(*events)) if events else [()] * len(Event._fields)
   columns = {name: fields[_POSITION[name]] for name in _COPIED}
   columns['processed_at'] = [processed_at] * len(events)
   columns['payload'] = [_payload_json(p) for p in fields[_POSITION['payload']]]
+  columns['missed_views'] = [list(m) for m in fields[_POSITION['missed_views']]]
+  columns['late_letter'] = [
+      None if e.late_letter is None else
+      late_letter_json(e, processed_at, mask_fields) for e in events]
   return pa.Table.from_arrays(
       [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
 

@@ -10,12 +10,14 @@ from typing import Dict, NamedTuple, Tuple
 import pyarrow as pa
 
 __all__ = ['Column', 'Table', 'TABLES', 'EVENTS', 'DEAD_LETTERS',
-           'PIPELINE_METRICS', 'VIEW_TABLES', 'arrow_schema', 'duckdb_ddl']
+           'PIPELINE_METRICS', 'VIEW_TABLES', 'STAGED_EVENTS', 'COLD_OUTBOX',
+           'ACTIVE_USER_PERIODS', 'INTERNAL_TABLES', 'arrow_schema',
+           'duckdb_ddl']
 
 
 class Column(NamedTuple):
   name: str
-  type: str  # STRING, INT64, FLOAT64, TIMESTAMP, JSON
+  type: str  # STRING, INT64, FLOAT64, TIMESTAMP, JSON, STRING_LIST
   nullable: bool = True
 
 
@@ -52,7 +54,36 @@ EVENTS = Table('events', _cols('''
     user_tier STRING!
     user_region STRING!
     payload JSON!
+    missed_views STRING_LIST!
     '''), ('idempotency_key',))
+
+# What the sinks stage for `events`: its rows, and for an event too late for a
+# view its `late_event` dead letter (a `dead_letters` row as JSON text). The
+# commit writes that letter only if it stores the event, in the same
+# transaction, so a letter names an event that some view does not count
+# exactly when that event is stored (contract section 4, "Exact across runs").
+STAGED_EVENTS = Table('events', EVENTS.columns + _cols('''
+    late_letter STRING
+    '''), EVENTS.key)
+
+# The outbox of the cold tier: the rows one commit stored in `events`, with
+# that commit's id, written in the same transaction. The cold writer exports
+# each commit's rows to Parquet and then deletes them, so the cold tier holds
+# exactly the rows the hot tier stored, once, even across a crash between the
+# two (a pending commit is exported by the next run that commits).
+COLD_OUTBOX = Table('cold_outbox', EVENTS.columns + _cols('''
+    commit_id STRING!
+    '''), ('idempotency_key',))
+
+# The user sets behind `active_users_15m`: one row per user active (in a
+# stored event the view counts) in a 5-minute period of a tenant. A sliding
+# window is three periods, so its distinct users are recounted from here
+# whenever a commit adds to one of its periods: exact across runs.
+ACTIVE_USER_PERIODS = Table('active_user_periods', _cols('''
+    period_start TIMESTAMP!
+    tenant_id STRING!
+    user_id STRING!
+    '''), ('period_start', 'tenant_id', 'user_id'))
 
 DEAD_LETTERS = Table('dead_letters', _cols('''
     dead_letter_id STRING!
@@ -110,14 +141,18 @@ ACTIVE_USERS_15M = Table('active_users_15m', _cols('''
 VIEW_TABLES = (USER_ACTIVITY_HOURLY, EVENT_COUNTS_1M, ACTIVE_USERS_15M)
 TABLES: Dict[str, Table] = {
     t.name: t for t in (EVENTS, DEAD_LETTERS, PIPELINE_METRICS) + VIEW_TABLES}
+# Tables the sinks keep for themselves (not contract outputs).
+INTERNAL_TABLES: Dict[str, Table] = {
+    t.name: t for t in (COLD_OUTBOX, ACTIVE_USER_PERIODS)}
 
 _ARROW = {
     'STRING': pa.string(), 'JSON': pa.string(), 'INT64': pa.int64(),
     'FLOAT64': pa.float64(), 'TIMESTAMP': pa.timestamp('us', tz='UTC'),
+    'STRING_LIST': pa.list_(pa.string()),
 }
 _DUCKDB = {
     'STRING': 'VARCHAR', 'JSON': 'VARCHAR', 'INT64': 'BIGINT',
-    'FLOAT64': 'DOUBLE', 'TIMESTAMP': 'TIMESTAMP',
+    'FLOAT64': 'DOUBLE', 'TIMESTAMP': 'TIMESTAMP', 'STRING_LIST': 'VARCHAR[]',
 }
 
 

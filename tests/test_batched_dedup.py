@@ -127,12 +127,20 @@ def test_a_key_is_timed_for_its_ttl_and_at_most_one_step_more():
   fn = _ExpiringDedupBatchFn(ttl_s=86400)
   fn.setup()
   state, timer = FakeState(), FakeTimer()
-  [fact] = _facts(1, 0)
-  assert list(fn.process((0, Batch([fact])), state, timer))
+  [fact, old] = _facts(2, 0)
+  arrived = Timestamp(micros=micros(fact.event_time))
+  assert list(fn.process((0, Batch([fact])), arrived, state, timer))
   expires = micros(fact.event_time) + 86400 * 1000000
   timed = state.value.expiry_of(fact.idempotency_key)
   assert expires <= timed < expires + expiry_step_us(86400)
   assert timer.at == Timestamp(micros=timed)
+  # A fact arriving two days after its event time is kept for the TTL from
+  # its arrival (the watermark then), not from its event time.
+  late = Timestamp(micros=micros(old.event_time) + 2 * 86400 * 1000000)
+  assert list(fn.process((0, Batch([old])), late, state, timer))
+  timed = state.value.expiry_of(old.idempotency_key)
+  assert late.micros + 86400 * 1000000 <= timed < (
+      late.micros + 86400 * 1000000 + expiry_step_us(86400))
 
 
 def test_streaming_shard_holds_only_the_last_ttl_of_keys():
@@ -149,8 +157,8 @@ def test_streaming_shard_holds_only_the_last_ttl_of_keys():
     while timer.at is not None and timer.at.micros <= watermark:
       at, timer.at = timer.at, None
       fn.expire(at, state, timer)
-    kept = list(fn.process((0, Batch([fact, facts[max(0, i - 2)]])), state,
-                           timer))
+    kept = list(fn.process((0, Batch([fact, facts[max(0, i - 2)]])),
+                           Timestamp(micros=watermark), state, timer))
     assert [e.trace_id for e in kept[0]] == [fact.trace_id]
     held.append(len(state.value))
   assert max(held) <= 4 and held[-1] == held[10], held

@@ -11,6 +11,7 @@ from pipelines.generate import generate
 from schemas import tables
 from tests.cli import query, run_module
 from tests.helpers import as_json, envelope
+from transforms import bigquery_sink
 
 _WALL_CLOCK = {'processed_at', 'failed_at', 'updated_at'}
 _UTC = datetime.timezone.utc
@@ -102,7 +103,8 @@ def test_tables_are_partitioned_by_day_and_clustered_by_tenant(
     assert (table.time_partitioning.type_, table.time_partitioning.field) == (
         'DAY', field), name
     assert table.clustering_fields == (
-        None if name == 'pipeline_metrics' else ['tenant_id']), name
+        None if name == 'pipeline_metrics' else
+        ['tenant_id', 'event_time'] if name == 'events' else ['tenant_id']), name
 
 
 def test_rejected_row_becomes_a_sink_failed_letter(bigquery_emulator, tmp_path):
@@ -110,8 +112,8 @@ def test_rejected_row_becomes_a_sink_failed_letter(bigquery_emulator, tmp_path):
   '42' and rejects user 'u1'; the run goes on and nothing is lost."""
   client = bigquery_emulator.client()
   client.create_dataset('test-proj.drift', exists_ok=True)
-  schema = [bigquery.SchemaField(c.name, 'INT64' if c.name == 'user_id' else (
-      'STRING' if c.type == 'JSON' else c.type)) for c in tables.EVENTS.columns]
+  schema = [bigquery.SchemaField('user_id', 'INT64') if f.name == 'user_id'
+            else f for f in bigquery_sink.bq_schema(tables.EVENTS)]
   client.create_table(bigquery.Table('test-proj.drift.events', schema=schema),
                       exists_ok=True)
   lines = [as_json(envelope(payload__user_id='42')),
@@ -195,7 +197,7 @@ def _event_rows():
 
 def test_transient_insert_errors_are_retried_without_duplicates(bigquery_emulator):
   fn = _stage_fn(bigquery_emulator, 'flaky', failures=2)
-  assert list(fn.process(_event_rows())) == [('commit', 'events')]
+  assert list(fn.process(_event_rows())) == [('commit', ('events', None))]
   assert fn._client.calls == 3
   staged = list(bigquery_emulator.client().query(
       'SELECT COUNT(*), COUNT(DISTINCT idempotency_key) FROM '

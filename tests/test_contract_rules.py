@@ -197,12 +197,13 @@ def test_json_amount_int_or_float_valid(value):
   assert kind_of(as_json(envelope('purchase', payload__amount=value))) == 'event'
 
 
-def test_json_amount_beyond_a_64_bit_amount_minor_is_violation():
-  # A valid JSON number, but v1 purchases are upcast to v2's 64-bit
-  # amount_minor (contract section 1, purchase v2): 2**70 EUR has no exact value.
+def test_json_amount_beyond_a_64_bit_amount_minor_lands_exactly():
+  # A valid JSON number that v1 accepts: v1 purchases are upcast to v2's
+  # 64-bit amount_minor (contract section 1, purchase v2), which cannot hold
+  # 2**70 EUR, so it stays empty and the amount is kept exactly beside it.
   result, _ = check(as_json(envelope('purchase', payload__amount=2 ** 70)))
-  assert result.error_kind == SCHEMA_VIOLATION
-  assert result.error_message.startswith('payload.amount: ')
+  assert result.payload['amount_minor'] is None
+  assert result.payload['amount_decimal'] == str(2 ** 70)
 
 
 def test_json_number_overflowing_a_float_is_not_a_number():

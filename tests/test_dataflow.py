@@ -27,15 +27,16 @@ def test_streaming_job_builds_for_dataflow_with_the_expected_steps():
   assert job.proto.type.name == 'JOB_TYPE_STREAMING'
   transforms = job.proto_pipeline.components.transforms.values()
   top = {t.unique_name for t in transforms if '/' not in t.unique_name}
-  assert {'ReadInput', 'DecodeAndValidate', 'Dedup', 'Enrich', 'WindowedViews',
-          'EventRows', 'DeadLetters', 'WriteHot', 'WriteCold'} <= top
+  assert {'ReadInput', 'DecodeAndValidate', 'Dedup', 'Enrich', 'LateDataGate',
+          'EventRows', 'DeadLetters', 'WriteHot'} <= top
   urns = {t.unique_name: t.spec.urn for t in transforms}
   assert 'beam:transform:pubsub_read:v1' in urns.values()
-  # The BigQuery sink: a staging step per table, merged on a trigger.
-  for table in ('events', 'dead_letters', 'user_activity_hourly',
-                'event_counts_1m', 'active_users_15m'):
+  # The BigQuery sink: a staging step per table, committed on a trigger
+  # (the commit maintains the views and exports to the cold tier); the
+  # gate's watermark reports join the commit's markers.
+  for table in ('events', 'dead_letters'):
     assert 'WriteHot/Stage%s' % table in urns
   assert {'WriteHot/CommitTrigger', 'WriteHot/Commit',
-          'WriteCold/FlushEvery'} <= set(urns)
+          'WriteHot/FloorMarkers'} <= set(urns)
   # No step of the per-file or local paths sneaked in.
   assert not any('LocalFileWatch' in n or 'MatchFiles' in n for n in urns)

@@ -35,9 +35,9 @@ def _count(db, table):
 
 def test_staging_file_name_is_derived_from_content(tmp_path):
   rows = _event_rows(3)
-  a = write_staging_file(str(tmp_path), tables.EVENTS, rows)
-  b = write_staging_file(str(tmp_path), tables.EVENTS, rows)
-  c = write_staging_file(str(tmp_path), tables.EVENTS, rows[:2])
+  a = write_staging_file(str(tmp_path), tables.STAGED_EVENTS, rows)
+  b = write_staging_file(str(tmp_path), tables.STAGED_EVENTS, rows)
+  c = write_staging_file(str(tmp_path), tables.STAGED_EVENTS, rows[:2])
   assert a == b != c
   assert sorted(os.listdir(tmp_path / 'events')) == sorted(
       [os.path.basename(a), os.path.basename(c)])
@@ -45,17 +45,17 @@ def test_staging_file_name_is_derived_from_content(tmp_path):
 
 def test_commit_is_idempotent_and_counts_already_stored(tmp_path):
   db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
-  first = write_staging_file(staging, tables.EVENTS, _event_rows(5))
-  assert commit_staged(db, [('events', first)]) == {'events': (5, 5)}
+  first = write_staging_file(staging, tables.STAGED_EVENTS, _event_rows(5))
+  assert commit_staged(db, [('events', first)]) == {'events': (5, 5), 'late_letters': (0, 0)}
   assert not os.path.exists(first)
-  again = write_staging_file(staging, tables.EVENTS, _event_rows(7))
-  assert commit_staged(db, [('events', again)]) == {'events': (7, 2)}
+  again = write_staging_file(staging, tables.STAGED_EVENTS, _event_rows(7))
+  assert commit_staged(db, [('events', again)]) == {'events': (7, 2), 'late_letters': (0, 0)}
   assert _count(db, 'events') == 7
 
 
 def test_commit_retried_after_success_adds_nothing(tmp_path):
   db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
-  path = write_staging_file(staging, tables.EVENTS, _event_rows(4))
+  path = write_staging_file(staging, tables.STAGED_EVENTS, _event_rows(4))
   commit_staged(db, [('events', path)])
   # The retried commit names files that the first attempt removed.
   assert commit_staged(db, [('events', path)]) == {}
@@ -64,7 +64,7 @@ def test_commit_retried_after_success_adds_nothing(tmp_path):
 
 def test_failed_commit_writes_nothing_and_keeps_staging(tmp_path):
   db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
-  good = write_staging_file(staging, tables.EVENTS, _event_rows(3))
+  good = write_staging_file(staging, tables.STAGED_EVENTS, _event_rows(3))
   letter, _ = decode_and_validate(RawRecord(b'{bad', 'f:1'))
   letters = write_staging_file(
       staging, tables.DEAD_LETTERS, [dead_letter_row(letter, NOW)])
@@ -81,21 +81,21 @@ def test_failed_commit_writes_nothing_and_keeps_staging(tmp_path):
 def test_same_key_staged_twice_keeps_one_row(tmp_path):
   db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
   rows = _event_rows(2)
-  a = write_staging_file(staging, tables.EVENTS, rows)
-  b = write_staging_file(staging, tables.EVENTS, rows[:1])
-  assert commit_staged(db, [('events', a), ('events', b)]) == {'events': (3, 2)}
+  a = write_staging_file(staging, tables.STAGED_EVENTS, rows)
+  b = write_staging_file(staging, tables.STAGED_EVENTS, rows[:1])
+  assert commit_staged(db, [('events', a), ('events', b)]) == {'events': (3, 2), 'late_letters': (0, 0)}
 
 
 def test_memory_limit_bounds_the_commit_and_keeps_its_rows(tmp_path):
   rows = _event_rows(3000)
   staged = {}
   for name in ('free', 'bounded', 'starved'):
-    staged[name] = write_staging_file(str(tmp_path / name), tables.EVENTS, rows)
+    staged[name] = write_staging_file(str(tmp_path / name), tables.STAGED_EVENTS, rows)
   assert commit_staged(str(tmp_path / 'free.duckdb'),
-                       [('events', staged['free'])]) == {'events': (3000, 3000)}
+                       [('events', staged['free'])]) == {'events': (3000, 3000), 'late_letters': (0, 0)}
   bounded = str(tmp_path / 'bounded.duckdb')
   assert commit_staged(bounded, [('events', staged['bounded'])],
-                       memory_limit='16MB') == {'events': (3000, 3000)}
+                       memory_limit='16MB') == {'events': (3000, 3000), 'late_letters': (0, 0)}
   select = 'SELECT * FROM events ORDER BY idempotency_key'
   with duckdb.connect(str(tmp_path / 'free.duckdb'), read_only=True) as a, \
       duckdb.connect(bounded, read_only=True) as b:
@@ -128,7 +128,8 @@ def test_auto_memory_limit_makes_room_for_the_commits_index(tmp_path):
   limit = commit_memory_limit('auto', len(rows), base_bytes=64 << 20)
   assert limit == '141MiB'
   for name, memory in (('small', '16MB'), ('auto', limit)):
-    staging = write_staging_file(str(tmp_path / name), tables.EVENTS, rows)
+    staging = write_staging_file(str(tmp_path / name), tables.STAGED_EVENTS,
+                                 rows)
     db = str(tmp_path / (name + '.duckdb'))
     if name == 'small':
       with pytest.raises(MemoryError, match='200000 staged rows'):
@@ -136,57 +137,12 @@ def test_auto_memory_limit_makes_room_for_the_commits_index(tmp_path):
       assert _count(db, 'events') == 0 and os.path.exists(staging)
     else:
       assert commit_staged(db, [('events', staging)], memory_limit=memory) == {
-          'events': (200000, 200000)}
+          'events': (200000, 200000), 'late_letters': (0, 0)}
 
 
 def test_memory_limit_must_be_a_size(tmp_path):
-  path = write_staging_file(str(tmp_path), tables.EVENTS, _event_rows(1))
+  path = write_staging_file(str(tmp_path), tables.STAGED_EVENTS, _event_rows(1))
   with pytest.raises(ValueError, match='memory_limit'):
     commit_staged(str(tmp_path / 'w.duckdb'), [('events', path)],
                   memory_limit="1GB'; DROP TABLE events; --")
   assert os.path.exists(path) and not os.path.exists(tmp_path / 'w.duckdb')
-
-
-def _minute_row(count, timing, seconds):
-  start = datetime.datetime(2024, 3, 1, 10, tzinfo=datetime.timezone.utc)
-  return {'window_start': start, 'window_end': start + datetime.timedelta(
-      minutes=1), 'tenant_id': 'acme', 'event_type': 'click',
-      'event_count': count, 'pane_timing': timing,
-      'updated_at': NOW + datetime.timedelta(seconds=seconds)}
-
-
-def test_a_final_pane_replaces_an_early_one_of_the_same_count(tmp_path):
-  """An on-time pane often counts what the last early pane did: it must
-  still mark the window final. A repeated older pane never wins, and a late
-  pane repeating an unchanged count (a micro-batch's other keys) leaves the
-  row as its first final pane made it."""
-  db, staging = str(tmp_path / 'w.duckdb'), str(tmp_path / 'staging')
-  view = tables.TABLES['event_counts_1m']
-
-  def commit(*rows):
-    commit_staged(db, [(view.name, write_staging_file(staging, view, rows))])
-    con = duckdb.connect(db, read_only=True)
-    try:
-      return con.execute('SELECT event_count, pane_timing, updated_at FROM '
-                         'event_counts_1m').fetchall()
-    finally:
-      con.close()
-  at = NOW.replace(tzinfo=None)
-  assert commit(_minute_row(2, 'EARLY', 1)) == [
-      (2, 'EARLY', at + datetime.timedelta(seconds=1))]
-  assert commit(_minute_row(2, 'ON_TIME', 2)) == [
-      (2, 'ON_TIME', at + datetime.timedelta(seconds=2))]
-  assert commit(_minute_row(2, 'EARLY', 3), _minute_row(2, 'LATE', 4)) == [
-      (2, 'ON_TIME', at + datetime.timedelta(seconds=2))]
-  assert commit(_minute_row(3, 'LATE', 6), _minute_row(3, 'LATE', 5)) == [
-      (3, 'LATE', at + datetime.timedelta(seconds=5))]
-  assert commit(_minute_row(2, 'ON_TIME', 7)) == [
-      (3, 'LATE', at + datetime.timedelta(seconds=5))]
-  # One commit holding an early and an on-time pane of one count: on time.
-  other = str(tmp_path / 'other.duckdb')
-  path = write_staging_file(staging, view, [_minute_row(4, 'ON_TIME', 9),
-                                            _minute_row(4, 'EARLY', 8)])
-  commit_staged(other, [(view.name, path)])
-  with duckdb.connect(other, read_only=True) as con:
-    assert con.execute('SELECT event_count, pane_timing FROM '
-                       'event_counts_1m').fetchall() == [(4, 'ON_TIME')]

@@ -8,13 +8,14 @@ strings, integers past 64 bits, huge and tiny floats, escapes, deep nesting,
 Unicode, impossible dates. The batched path's Arrow `events` tables equal the
 rows `event_row` gives, and the cold tier groups them the same way; its
 payload JSON and enrichment equal what the plain functions give. (Its Arrow
-views: `test_batched_views.py`; its dedup: `test_batched_dedup.py`.)
+its dedup: `test_batched_dedup.py`.)
 """
 import datetime
 import json
 import math
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -25,6 +26,8 @@ from transforms.enrich import apply_profile
 from transforms.profiles import Profile
 from transforms.parsing import Malformed
 from transforms.staging import rows_to_table
+from transforms.views import micros
+from transforms.windows import mark_late
 
 SETTINGS = settings(max_examples=600, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -186,26 +189,33 @@ def test_payload_json_control_characters_and_separators():
 
 def test_events_table_equals_the_rows_event_row_gives():
   events = sample_events()
+  # Some marked too late for views, with their letters (streaming).
+  events = [mark_late(e, micros(e.event_time) + 10 ** 12, 600) if i % 5 == 0
+            else e for i, e in enumerate(events)]
+  assert sum(e.late_letter is not None for e in events) == 12
   now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
-  expected = rows_to_table(tables.EVENTS, [rows.event_row(e, now) for e in events])
+  expected = rows_to_table(tables.STAGED_EVENTS,
+                           [rows.event_row(e, now) for e in events])
   assert rows.events_table(events, now).equals(expected)
   assert rows.events_table([], now).num_rows == 0
 
 
-def test_cold_groups_of_a_table_equal_those_of_its_rows(tmp_path):
+def test_cold_files_hold_one_partition_each(tmp_path):
   events = sample_events()
   now = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
-  def groups(element, folder):
-    stage = cold_sink._StagePiecesFn(str(tmp_path / folder), 2)
-    return {key: cold_sink._as_table([ref]).to_pylist()
-            for key, ref in stage.process(element)}
-  from_table = groups(rows.events_table(events, now), 'a')
-  from_rows = groups([rows.event_row(e, now) for e in events], 'b')
-  assert from_table == from_rows
-  assert len(from_table) > 6  # two ingest dates, three tenants, two shards
-  for (date, tenant, _), group in from_table.items():
-    assert {(r['ingested_at'].strftime('%Y-%m-%d'), r['tenant_id'])
-            for r in group} == {(date, tenant)}
+  table = rows_to_table(tables.EVENTS, [
+      {k: v for k, v in rows.event_row(e, now).items() if k != 'late_letter'}
+      for e in events])
+  written = cold_sink.write_cold_rows(str(tmp_path), table, 7)
+  assert sum(n for _, n in written) == len(events)
+  assert len(written) > 6  # two ingest dates, three tenants, 7 rows a file
+  for path, _ in written:
+    got = pq.read_table(path).to_pylist()
+    assert len({(r['ingested_at'].strftime('%Y-%m-%d'), r['tenant_id'])
+                for r in got}) == 1
+    date, tenant = path.split('ingest_date=')[1].split('/tenant_id=')
+    assert got[0]['ingested_at'].strftime('%Y-%m-%d') == date
+    assert tenant.startswith(got[0]['tenant_id'] + '/')
 
 
 def test_enrichment_sets_only_tier_and_region():

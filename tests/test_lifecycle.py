@@ -5,7 +5,7 @@ import os
 import pytest
 
 from pipelines import lifecycle
-from transforms.cold_pieces import STAGING_FOLDER
+from pipelines.lifecycle import STAGING_FOLDER
 from transforms.duckdb_sink import connect
 
 NOW = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)

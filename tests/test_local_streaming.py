@@ -8,7 +8,7 @@ from apache_beam.transforms import userstate
 
 from pipelines import local_streaming
 from tests.test_streaming import run_late_data_stream
-from transforms.batched_windows import _MicroBatchViewsFn
+from transforms.windows import _LateDataGateFn
 from transforms.dedup import DedupFn
 
 
@@ -22,11 +22,10 @@ def test_kept_specs_are_the_runners_answers_and_stay_few(tmp_path):
   assert local_streaming.mend()  # once per process: nothing wraps twice
   inspect = userstate.get_dofn_specs
   known = inspect.known
-  views = _MicroBatchViewsFn(600)
+  views = _LateDataGateFn(600)
   states, timers = inspect(views)
-  assert {s.name for s in states} == {
-      'floor', 'user_activity_hourly', 'event_counts_1m', 'active_users_15m'}
-  assert len(timers) == 3 and inspect(_MicroBatchViewsFn(60)) == (states, timers)
+  assert {s.name for s in states} == {'floor', 'pending'}
+  assert len(timers) == 1 and inspect(_LateDataGateFn(60)) == (states, timers)
   assert inspect(DedupFn(60))[1] and not inspect(beam.Map(len).dofn)[0]
   for dofn in (views, DedupFn(60), beam.Map(len).dofn, _counting('a').fn,
                _counting('b').fn):  # one code object, two specs

@@ -10,6 +10,7 @@ from schemas.registry import AVRO_DIR, load_registry
 from schemas.upcasters import minor_units, purchase_v1_to_v2
 from tests.helpers import as_avro, as_json, envelope
 from transforms.decode import decode_and_validate
+from transforms.decoding import decode_records
 from schemas.records import RawRecord
 
 
@@ -43,19 +44,29 @@ def test_upcaster_is_exact_in_iso_4217_minor_units(amount, currency, minor):
   upcast = purchase_v1_to_v2({'user_id': 'u', 'order_id': 'o',
                               'amount': amount, 'currency': currency})
   assert upcast == {'user_id': 'u', 'order_id': 'o', 'amount_minor': minor,
-                    'currency': currency}
+                    'currency': currency, 'amount_decimal': str(amount)}
   assert type(upcast['amount_minor']) is int
 
 
-@pytest.mark.parametrize('amount, currency, words', [
-    (12.345, 'EUR', 'more decimals'), (0.5, 'JPY', 'more decimals'),
-    (1e300, 'USD', 'too large'), (1.0, 'ABC', 'not an ISO 4217 currency')])
-def test_upcaster_refuses_what_it_cannot_lift_exactly(amount, currency, words):
+@pytest.mark.parametrize('amount, currency, exact', [
+    (12.345, 'EUR', '12.345'), (0.5, 'JPY', '0.5'), (0.00001, 'USD', '0.00001'),
+    (2 ** 70, 'GBP', '1180591620717411303424'),
+    (1e300, 'USD', '1' + '0' * 300), (1.0, 'ABC', '1.0'),
+    (2 ** 63 / 100, 'EUR', '92233720368547760')])
+def test_an_amount_minor_units_cannot_hold_lands_exactly_and_is_counted(
+    amount, currency, exact):
+  """A v1 purchase that v1 accepts lands whatever its amount (contract
+  section 1): `amount_minor` empty, the amount as sent in `amount_decimal`,
+  and the decode step counts it; nothing rounded, nothing refused."""
   data = as_json(envelope('purchase', payload__amount=amount,
                           payload__currency=currency))
-  letter = check(data)
-  assert letter.error_kind == SCHEMA_VIOLATION and words in letter.error_message
-  assert letter.raw == data
+  event = check(data)
+  assert isinstance(event, Event), event
+  assert event.payload['amount_minor'] is None
+  assert event.payload['amount_decimal'] == exact
+  decoded = decode_records([RawRecord(data, 'f:1'),
+                            as_json(envelope('purchase'))], load_registry())
+  assert len(decoded.events) == 2 and decoded.inexact_amounts == 1
 
 
 def test_minor_units_follow_iso_4217():
@@ -68,8 +79,10 @@ def test_v1_and_v2_purchases_land_in_one_shape(encode):
   v1 = check(as_json(envelope('purchase')))
   v2 = check(encode(purchase_v2()))
   assert isinstance(v1, Event) and isinstance(v2, Event)
-  assert v1.payload == v2.payload == {
+  assert v2.payload == {
       'user_id': 'u1', 'order_id': 'o-1', 'amount_minor': 1250, 'currency': 'EUR'}
+  # The upcast v1 payload keeps its amount as sent beside amount_minor.
+  assert v1.payload == dict(v2.payload, amount_decimal='12.5')
   assert (v1.schema_version, v2.schema_version) == ('v1', 'v2')  # as sent
 
 

@@ -13,9 +13,11 @@ from schemas.records import RawRecord
 
 def test_event_fields_are_events_columns():
   columns = set(tables.EVENTS.column_names)
-  fields = set(Event._fields) - {'raw', 'origin'}
+  fields = set(Event._fields) - {'raw', 'origin', 'late_letter'}
   assert fields <= columns
   assert columns - fields == {'processed_at'}
+  # Staged, an event also carries its late letter (written with it).
+  assert set(tables.STAGED_EVENTS.column_names) - columns == {'late_letter'}
 
 
 def test_arrow_schema_matches_table_columns():
@@ -31,8 +33,8 @@ def test_arrow_schema_matches_table_columns():
 def test_rows_fit_their_arrow_schemas():
   event, _ = decode_and_validate(RawRecord(as_json(envelope()), 'f:1'))
   row = event_row(event, event.ingested_at)
-  assert list(row) == tables.EVENTS.column_names
-  pa.Table.from_pylist([row], schema=tables.arrow_schema(tables.EVENTS))
+  assert list(row) == tables.STAGED_EVENTS.column_names
+  pa.Table.from_pylist([row], schema=tables.arrow_schema(tables.STAGED_EVENTS))
   letter, _ = decode_and_validate(RawRecord(b'\xff', 'f:2'))
   row = dead_letter_row(letter, event.ingested_at)
   assert list(row) == tables.DEAD_LETTERS.column_names

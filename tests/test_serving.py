@@ -295,7 +295,7 @@ def test_verify_holds_then_fails_on_a_warehouse_with_a_row_removed(
   db, cold = _copy(warehouse, tmp_path)
   flags = ['--hot_sink', 'duckdb:' + db, '--cold_path', cold]
   done = run_module('pipelines.verify', *flags)
-  assert done.stdout.count('\nok ') + done.stdout.startswith('ok ') == 5
+  assert done.stdout.count('\nok ') + done.stdout.startswith('ok ') == 9
   con_key = query(db, 'SELECT idempotency_key FROM events LIMIT 1')[0][0]
   import duckdb
   con = duckdb.connect(db)

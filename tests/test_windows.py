@@ -1,5 +1,6 @@
-"""Event-time views: TestStream drives the watermark on BundleBasedDirectRunner
-with --streaming; batch views on FnApiRunner equal a plain-Python computation."""
+"""The late-data gate (TestStream drives the watermark on
+BundleBasedDirectRunner with --streaming) and the views the hot commit
+maintains from the events it stores (`view_sql`), on real DuckDB files."""
 import datetime
 
 import apache_beam as beam
@@ -8,24 +9,32 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
+from schemas import tables
 from schemas.records import RawRecord
+from schemas.rows import events_table
+from tests.cli import query
 from tests.helpers import as_json, envelope, options
 from transforms.decode import decode_and_validate
-from transforms.views import window_starts
-from transforms.windows import LATE_EVENTS, ViewPolicy, WindowedViews
+from transforms.duckdb_sink import commit_staged
+from transforms.staging import write_staging_file
+from transforms.views import micros
+from transforms.windows import FLOORS, LateDataGate, ViewPolicy, mark_late
 
 UTC = datetime.timezone.utc
 T0 = 1709287200  # 2024-03-01T10:00:00Z
 LATENESS = 600
 
 
-def _at(seconds, user='u1', event_type='page_view', **kw):
+def _event(seconds, user='u1', event_type='page_view', **kw):
   when = datetime.datetime.fromtimestamp(T0 + seconds, UTC)
   text = when.strftime('%Y-%m-%dT%H:%M:%S') + 'Z'
-  event = decode_and_validate(RawRecord(as_json(envelope(
+  return decode_and_validate(RawRecord(as_json(envelope(
       event_type, event_time=text, ingested_at=text, trace_id='t%s' % seconds,
-      payload__user_id=user, **kw))))[0]
-  return beam.window.TimestampedValue(event, T0 + seconds)
+      payload__user_id=user, **kw)), 'f:%s:%s' % (seconds, user)))[0]
+
+
+def _at(seconds, user='u1', **kw):
+  return beam.window.TimestampedValue(_event(seconds, user, **kw), T0 + seconds)
 
 
 def _streaming():
@@ -34,108 +43,108 @@ def _streaming():
   return opts
 
 
-def _minute_rows(rows):
-  return rows | beam.Map(lambda r: (
-      r['window_start'].strftime('%H:%M'), r['event_type'], r['event_count'],
-      r['pane_timing']))
-
-
-def test_on_time_late_and_too_late_panes_of_the_minute_view():
+def test_gate_marks_only_what_came_after_the_window_end_and_lateness():
   stream = (TestStream()
             .advance_watermark_to(T0)
             .add_elements([_at(5), _at(10, 'u2')])
-            # window 10:00-10:01 closes: ON_TIME pane with 2
             .advance_watermark_to(T0 + 120)
-            # late but within the 600 s lateness: LATE pane with 3
+            # late but within the 600 s lateness: counted
             .add_elements([_at(20, 'u3')])
-            # past the window end + lateness
+            # past the minute window's end + lateness, not the others'
             .advance_watermark_to(T0 + 60 + LATENESS + 1)
             .add_elements([_at(30, 'u4', payload__url='/too-late')])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming()) as p:
-    views = p | stream | WindowedViews(ViewPolicy(
-        allowed_lateness_s=LATENESS, beam_lateness_margin_s=3600, streaming=True))
-    assert_that(_minute_rows(views['event_counts_1m']), equal_to([
-        ('10:00', 'page_view', 2, 'ON_TIME'),
-        ('10:00', 'page_view', 3, 'LATE')]), label='minute_panes')
-    assert_that(views[LATE_EVENTS] | beam.Map(lambda d: (
-        d.error_kind, 'event_counts_1m' in d.error_message,
-        'user_activity_hourly' in d.error_message, b'/too-late' in d.raw)),
-        equal_to([('late_event', True, False, True)]), label='late_letter')
-    # The hourly window (10:00-11:00) was not missed: the event counts there.
-    assert_that(views['user_activity_hourly'] | beam.Map(
-        lambda r: (r['user_id'], r['event_count'], r['pane_timing'])),
-        equal_to([('u1', 1, 'ON_TIME'), ('u2', 1, 'ON_TIME'), ('u3', 1, 'ON_TIME'),
-                  ('u4', 1, 'ON_TIME')]), label='hourly')
+    gated = p | stream | LateDataGate(ViewPolicy(allowed_lateness_s=LATENESS))
+    assert_that(gated.events | beam.Map(lambda e: (
+        e.user_id, e.missed_views, e.late_letter is not None and (
+            e.late_letter.error_kind, b'/too-late' in e.late_letter.raw))),
+        equal_to([('u1', (), False), ('u2', (), False), ('u3', (), False),
+                  ('u4', ('event_counts_1m',), ('late_event', True))]),
+        label='marked')
+    # The floor reports follow the watermark: the minute window's end at
+    # least, and each a time the watermark passed (never the end of time).
+    def floors_reached_the_window(floors):
+      assert floors and max(floors) >= (T0 + 60) * 1000000, floors
+    assert_that(gated[FLOORS], floors_reached_the_window, label='floors')
 
 
-def test_sliding_view_counts_distinct_users_in_three_windows():
-  stream = (TestStream()
-            .advance_watermark_to(T0)
-            .add_elements([_at(400), _at(410), _at(420, 'u2')])
-            .advance_watermark_to_infinity())
-  with TestPipeline(options=_streaming()) as p:
-    views = p | stream | WindowedViews(ViewPolicy(streaming=True))
-    assert_that(views['active_users_15m'] | beam.Map(lambda r: (
-        r['window_start'].strftime('%H:%M'), r['window_end'].strftime('%H:%M'),
-        r['active_users'])), equal_to([
-            ('09:55', '10:10', 2), ('10:00', '10:15', 2), ('10:05', '10:20', 2)]))
+def test_a_view_too_late_for_an_events_earliest_window_misses_it_whole():
+  # 10:04 is in the sliding windows starting 09:50, 09:55, 10:00; a floor
+  # past the 09:50 window's end + lateness (10:05 + 600 s) but not the
+  # others' misses the view whole (and its minute window 10:04-10:05 too).
+  event = _event(240, 'u2')
+  floor = (T0 + 300 + LATENESS + 5) * 1000000
+  marked = mark_late(event, floor, LATENESS)
+  assert marked.missed_views == ('event_counts_1m', 'active_users_15m')
+  assert marked.late_letter.error_message.startswith(
+      'too late for event_counts_1m, active_users_15m')
+  # Both end at 10:05: a floor before 10:15 misses neither.
+  assert mark_late(event, floor - 10 * 1000000, LATENESS) is event
+  # An hour later the hourly window (10:00-11:00) is missed too.
+  assert mark_late(event, (T0 + 3600 + LATENESS) * 1000000,
+                   LATENESS).missed_views == (
+      'user_activity_hourly', 'event_counts_1m', 'active_users_15m')
 
 
-def test_sliding_view_late_for_its_oldest_window_only():
-  # Event at 10:04 is in windows starting 09:50, 09:55, 10:00; the watermark
-  # passes the 09:50 window's end + lateness (10:05 + 600 s) but not the others'
-  # (its minute window 10:04-10:05 is missed too).
-  stream = (TestStream()
-            .advance_watermark_to(T0)
-            .add_elements([_at(200)])
-            .advance_watermark_to(T0 + 300 + LATENESS + 5)
-            .add_elements([_at(240, 'u2')])
-            .advance_watermark_to_infinity())
-  with TestPipeline(options=_streaming()) as p:
-    views = p | stream | WindowedViews(ViewPolicy(
-        allowed_lateness_s=LATENESS, beam_lateness_margin_s=3600, streaming=True))
-    panes = views['active_users_15m'] | beam.Map(lambda r: (
-        r['window_start'].strftime('%H:%M'), r['active_users'], r['pane_timing']))
-    # 09:50 missed u2 (no late pane); the other two windows count it late.
-    assert_that(panes, equal_to([
-        ('09:50', 1, 'ON_TIME'), ('09:55', 1, 'ON_TIME'), ('09:55', 2, 'LATE'),
-        ('10:00', 1, 'ON_TIME'), ('10:00', 2, 'LATE')]), label='sliding')
-    assert_that(views[LATE_EVENTS] | beam.Map(lambda d: d.error_message.split(':')[0]),
-                equal_to(['too late for event_counts_1m, active_users_15m']),
-                label='late')
+def _commit(tmp_path, events, streaming=False, floor=-2 ** 63):
+  db = str(tmp_path / 'w.duckdb')
+  path = write_staging_file(str(tmp_path / 'staging'), tables.STAGED_EVENTS,
+                            events_table(events, datetime.datetime.now(UTC)))
+  return db, commit_staged(db, [('events', path)], streaming=streaming,
+                           floor_us=floor)
 
 
-def test_batch_views_equal_plain_python():
-  events = [_at(s, 'u%d' % (s % 7), ['page_view', 'click', 'purchase'][s % 3])
-            for s in range(0, 7200, 37)]
-  expected = {}
-  for tv in events:
-    e = tv.value
-    t = int(e.event_time.timestamp() * 1000000)
-    for start in window_starts(t, 60, 60):
-      key = (start, e.tenant_id, e.event_type)
-      expected[key] = expected.get(key, 0) + 1
-  with TestPipeline(options=options()) as p:
-    views = p | beam.Create([tv.value for tv in events]) | WindowedViews(ViewPolicy())
-    assert_that(views['event_counts_1m'] | beam.Map(lambda r: (
-        (int(r['window_start'].replace(tzinfo=UTC).timestamp() * 1000000),
-         r['tenant_id'], r['event_type']), r['event_count'], r['pane_timing'])),
-        equal_to([(k, v, 'ON_TIME') for k, v in expected.items()]))
+def test_views_grow_by_what_each_commit_stores_and_never_count_twice(tmp_path):
+  first = [_event(5, 'u1'), _event(10, 'u2'), _event(400, 'u1')]
+  db, result = _commit(tmp_path, first)
+  assert result['events'] == (3, 3)
+  # A second commit: one event already stored, one new user, one repeat.
+  db, result = _commit(tmp_path, [_event(10, 'u2'), _event(20, 'u3'),
+                                  _event(30, 'u1')])
+  assert result['events'] == (3, 2)
+  assert query(db, "SELECT strftime(window_start, '%H:%M'), event_count, "
+               'pane_timing FROM event_counts_1m ORDER BY 1') == [
+                   ('10:00', 4, 'LATE'), ('10:06', 1, 'ON_TIME')]
+  assert query(db, 'SELECT user_id, event_count, strftime(last_event_time, '
+               "'%H:%M:%S') FROM user_activity_hourly ORDER BY 1") == [
+                   ('u1', 3, '10:06:40'), ('u2', 1, '10:00:10'),
+                   ('u3', 1, '10:00:20')]
+  # Distinct users per sliding window, counted once across the commits.
+  assert query(db, "SELECT strftime(window_start, '%H:%M'), active_users FROM "
+               'active_users_15m ORDER BY 1') == [
+                   ('09:50', 3), ('09:55', 3), ('10:00', 3), ('10:05', 1)]
 
 
-def test_early_firing_gives_an_early_pane_before_the_on_time_pane():
-  stream = (TestStream()
-            .advance_watermark_to(T0)
-            .add_elements([_at(5), _at(6, 'u2')])
-            .advance_processing_time(11)   # past --early_firing_s 10
-            .add_elements([_at(7, 'u3')])
-            .advance_watermark_to(T0 + 120)
-            .advance_watermark_to_infinity())
-  with TestPipeline(options=_streaming()) as p:
-    views = p | stream | WindowedViews(ViewPolicy(
-        allowed_lateness_s=LATENESS, early_firing_s=10,
-        beam_lateness_margin_s=3600, streaming=True))
-    assert_that(_minute_rows(views['event_counts_1m']), equal_to([
-        ('10:00', 'page_view', 2, 'EARLY'),
-        ('10:00', 'page_view', 3, 'ON_TIME')]))
+def test_a_missed_view_does_not_count_the_event_and_its_letter_comes_with_it(
+    tmp_path):
+  late = mark_late(_event(30, 'u4'), (T0 + 60 + LATENESS + 1) * 1000000,
+                   LATENESS)
+  db, result = _commit(tmp_path, [_event(5, 'u1'), late], streaming=True)
+  assert result['late_letters'] == (1, 1)
+  assert query(db, 'SELECT event_count FROM event_counts_1m') == [(1,)]
+  assert query(db, 'SELECT user_id, event_count FROM user_activity_hourly '
+               'ORDER BY 1') == [('u1', 1), ('u4', 1)]
+  assert query(db, 'SELECT error_kind, idempotency_key FROM dead_letters') == [
+      ('late_event', late.idempotency_key)]
+  # The same late event again (a rerun): stored already, so no second
+  # letter and no view changes.
+  db, result = _commit(tmp_path, [late], streaming=True)
+  assert result['events'] == (1, 0) and result['late_letters'] == (0, 0)
+  assert query(db, 'SELECT count(*) FROM dead_letters') == [(1,)]
+
+
+def test_streaming_rows_are_early_until_the_watermark_passes_then_late(
+    tmp_path):
+  db, _ = _commit(tmp_path, [_event(5)], streaming=True, floor=T0 * 1000000)
+  assert query(db, 'SELECT pane_timing FROM event_counts_1m') == [('EARLY',)]
+  # A report of the watermark past the window's end makes it final.
+  commit_staged(db, [], streaming=True, floor_us=(T0 + 61) * 1000000)
+  assert query(db, 'SELECT event_count, pane_timing FROM event_counts_1m') == [
+      (1, 'ON_TIME')]
+  # An event added after that is a late update.
+  _commit(tmp_path, [_event(7, 'u2')], streaming=True,
+          floor=(T0 + 61) * 1000000)
+  assert query(db, 'SELECT event_count, pane_timing FROM event_counts_1m') == [
+      (2, 'LATE')]
+  assert micros(_event(7).event_time) < (T0 + 61) * 1000000

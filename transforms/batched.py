@@ -4,7 +4,7 @@ Beam's per-element overhead (and, for stateful steps, its state cache measuring
 every value with `objsize`) dominates a per-record pipeline: ~500 records/s
 locally. Here each element is a batch of a few thousand records, and the steps
 call the same pure functions as the per-record path (`decode_and_validate`,
-`apply_profile`, `accepted_windows`/`views`, `event_row`), so results are the
+`apply_profile`, `event_row`), so results are the
 same (a test checks it on a corpus with every kind of bad record):
 
 * `ReadRecordBatches`: files to lists of `RawRecord`s.
@@ -15,15 +15,15 @@ same (a test checks it on a corpus with every kind of bad record):
   `idempotency_key`.
 * `Rebatch`: joins the small per-shard batches dedup leaves into full ones.
 * Dedup and `Rebatch` take Arrow tables as well (`batched_tables.py`).
-* The views: `batched_views.BatchedViews`. The side-input join is
-  `EnrichFromSideInput(..., batched=True)`; rows of events are one Arrow table
-  per batch (`schemas.rows.events_table`).
+* The side-input join is `EnrichFromSideInput(..., batched=True)`; rows of
+  events are one Arrow table per batch (`schemas.rows.events_table`). The
+  views are maintained by the hot sink's commit (`view_sql.py`).
 
 Batches travel with `BatchCoder` (one pickle, a cheap size estimate).
 
 Streaming on the local runner runs on batches too (micro-batches: the same
-decode, dedup with keys expiring by event time, and the views of
-`batched_windows.py`); on Dataflow and Flink streaming runs per record.
+decode, dedup with keys expiring by event time, and the late-data gate of
+`windows.py`); on Dataflow and Flink streaming runs per record.
 """
 import gc
 
@@ -40,7 +40,8 @@ from transforms.decoding import decode_records
 from transforms.batch import Batch
 from transforms.sources import read_file_records
 
-__all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'Rebatch']
+__all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'Rebatch',
+           'BatchByArrival']
 
 
 class _ReadBatchesFn(beam.DoFn):
@@ -116,6 +117,7 @@ class DecodeCounters(object):
     self._blank = Metrics.counter(ns, counters.BLANK_LINES)
     self._unknown = Metrics.counter(ns, counters.UNKNOWN_FIELDS)
     self._valid = Metrics.counter(ns, counters.VALID_EVENTS)
+    self._inexact = Metrics.counter(ns, counters.UPCAST_INEXACT)
 
   def count(self, decoded, records: int):
     """Counts `decoded`, the result of decoding `records` raw records."""
@@ -123,6 +125,7 @@ class DecodeCounters(object):
     self._input.inc(records - decoded.blank)
     self._valid.inc(len(decoded.events))
     self._unknown.inc(decoded.unknown_fields)
+    self._inexact.inc(decoded.inexact_amounts)
 
 
 def decoded_outputs(decoded, wrap=lambda value: value):
@@ -222,3 +225,46 @@ class Rebatch(beam.PTransform):
   def expand(self, batches):
     return batches | 'Join' >> beam.ParDo(
         _RebatchFn(self._size)).with_output_types(self._type)
+
+
+class _BatchByArrivalFn(beam.DoFn):
+  """Elements to `Batch`es of at most `size` per window, each stamped with the
+  latest timestamp among its elements; what is left is emitted at the end of
+  the bundle. Not `BatchElements`: in the global window it stamps what it
+  emits at the end of a bundle with the window's end, which says nothing of
+  when the records arrived."""
+
+  def __init__(self, size):
+    self._size = size
+
+  def start_bundle(self):
+    self._buffers = {}
+
+  def process(self, element, window=beam.DoFn.WindowParam,
+              timestamp=beam.DoFn.TimestampParam):
+    items, latest = self._buffers.get(window, ([], timestamp))
+    items.append(element)
+    latest = max(latest, timestamp)
+    if len(items) >= self._size:
+      self._buffers.pop(window, None)
+      yield WindowedValue(Batch(items), latest, [window])
+    else:
+      self._buffers[window] = (items, latest)
+
+  def finish_bundle(self):
+    for window, (items, latest) in self._buffers.items():
+      yield WindowedValue(Batch(items), latest, [window])
+    self._buffers = {}
+
+
+class BatchByArrival(beam.PTransform):
+  """Elements in; `Batch`es of at most `size` of them out, each stamped with
+  its latest element's timestamp."""
+
+  def __init__(self, size):
+    super().__init__()
+    self._size = size
+
+  def expand(self, elements):
+    return elements | 'Batch' >> beam.ParDo(
+        _BatchByArrivalFn(self._size)).with_output_types(Batch)

@@ -33,6 +33,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
@@ -48,6 +49,7 @@ __all__ = ['DedupBatches', 'KeySet', 'ExpiringKeys', 'compact_key',
 
 SHARDS = 16
 STREAMING_SHARDS = 1
+_END_OF_GLOBAL_WINDOW = GlobalWindow().max_timestamp()
 
 _CONTRACT_KEY = re.compile('[0-9a-f]{64}')
 
@@ -225,8 +227,9 @@ class ExpiringKeys(CacheAware):
 
 class _ExpiringDedupBatchFn(beam.DoFn):
   """Streaming: one shard of the key space; a key is forgotten once the
-  watermark passes its first copy's event time + TTL (at most one
-  `expiry_step_us` later), by one timer per shard at its earliest expiry.
+  watermark passes the later of its first copy's event time and arrival, +
+  TTL (at most one `expiry_step_us` later), by one timer per shard at its
+  earliest expiry.
 
   A copy arriving after that counts as new, as with the per-record
   `DedupByIdempotencyKey`; the `events` table's primary key still keeps one
@@ -242,16 +245,24 @@ class _ExpiringDedupBatchFn(beam.DoFn):
   def setup(self):
     self._duplicates = Metrics.counter(counters.NAMESPACE, counters.DUPLICATES)
 
-  def process(self, element, seen=beam.DoFn.StateParam(SEEN),
+  def process(self, element, timestamp=beam.DoFn.TimestampParam,
+              seen=beam.DoFn.StateParam(SEEN),
               expiry=beam.DoFn.TimerParam(EXPIRY)):
     _, events = element
     keys = seen.read() or ExpiringKeys()
     events = events.items if isinstance(events, Batch) else list(events)
     step, ttl = self._step_us, self._ttl_us
+    # The TTL runs from the later of a key's event time and its arrival (the
+    # batch's timestamp at the source, which the watermark follows), so an
+    # event older than the TTL arriving through the stream (a backfill, a
+    # producer offline for a day) is still remembered for the TTL.
+    arrived = timestamp.micros if timestamp < _END_OF_GLOBAL_WINDOW else \
+        -2 ** 62  # a batch emitted at the window's end has no arrival time
     kept = keys.first_copies(
         [e.idempotency_key for e in events],
         # each rounded up to a step
-        [-(-(micros(e.event_time) + ttl) // step) * step for e in events])
+        [-(-(max(micros(e.event_time), arrived) + ttl) // step) * step
+         for e in events])
     seen.write(keys)
     if keys.earliest is not None:
       expiry.set(Timestamp(micros=keys.earliest))

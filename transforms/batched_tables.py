@@ -22,7 +22,7 @@ from transforms.profiles import FALLBACK
 __all__ = ['split_table', 'table_shards', 'first_copies', 'enrich_table',
            'with_processed_at']
 
-_SCHEMA = tables.arrow_schema(tables.EVENTS)
+_SCHEMA = tables.arrow_schema(tables.STAGED_EVENTS)
 _COLUMN = {name: i for i, name in enumerate(_SCHEMA.names)}
 
 

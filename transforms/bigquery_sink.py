@@ -31,13 +31,17 @@ import logging
 import time
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from schemas import tables
 from schemas.records import DeadLetter, SINK_FAILED
 from schemas.rows import dead_letter_row
-from transforms import counters
-from transforms.staging import stage_and_commit, view_pane_order, view_pane_wins
+from transforms import counters, view_sql
+from transforms.cold_sink import COLD_FILES, export_outbox
+from transforms.duckdb_sink import NO_FLOOR, new_commit_id
+from transforms.staging import (CommitCounters, split_markers, stage_and_commit,
+                                staged_table)
 from transforms.stores import bigquery_client
 
 __all__ = ['WriteToBigQueryWarehouse', 'ensure_tables', 'bq_schema',
@@ -49,18 +53,52 @@ STAGED_AT = '_staged_at'
 # origin, for the `sink_failed` letter of a rejected row. Never written.
 SOURCE_FIELDS = ('_raw', '_origin')
 _PARTITION = {'events': 'event_time', 'dead_letters': 'failed_at',
-              'pipeline_metrics': 'recorded_at'}
+              'pipeline_metrics': 'recorded_at', 'cold_outbox': 'processed_at',
+              'active_user_periods': 'period_start'}
 _TRANSIENT = {'backendError', 'internalError', 'timeout', 'rateLimitExceeded',
               'stopped'}
 _ROWS_PER_REQUEST = 500
 _MERGE_MARGIN = datetime.timedelta(minutes=10)
 
 
+def _field(column):
+  from google.cloud import bigquery
+  if column.type == 'STRING_LIST':
+    return bigquery.SchemaField(column.name, 'STRING', mode='REPEATED')
+  return bigquery.SchemaField(
+      column.name, 'STRING' if column.type == 'JSON' else column.type,
+      mode='NULLABLE' if column.nullable else 'REQUIRED')
+
+
+# What BigQuery says when a job lost a race with another (two jobs committing
+# at once, or creating the same table): "Transaction is aborted due to
+# concurrent update", "Could not serialize access to table ... due to
+# concurrent update"; the emulator's "Failed to commit DuckLake transaction".
+# BigQuery's advice is to run the job again: it has changed nothing.
+_CONFLICTS = ('concurrent update', 'serialize access', 'Failed to commit')
+
+
+def _lost_a_race(error) -> bool:
+  from google.api_core import exceptions
+  return isinstance(error, exceptions.GoogleAPICallError) and any(
+      words in str(error) for words in _CONFLICTS)
+
+
+def retry_races(fn, *args, **kwargs):
+  """`fn(*args, **kwargs)`, run again (up to 8 times, with a growing random
+  wait) while BigQuery says it lost a race with a concurrent job; any other
+  error, or a race lost every time, is raised."""
+  import tenacity
+  return tenacity.Retrying(
+      retry=tenacity.retry_if_exception(_lost_a_race),
+      stop=tenacity.stop_after_attempt(8),
+      wait=tenacity.wait_random_exponential(multiplier=0.2, max=5),
+      reraise=True)(fn, *args, **kwargs)
+
+
 def bq_schema(table, staging=False):
   from google.cloud import bigquery
-  fields = [bigquery.SchemaField(
-      c.name, 'STRING' if c.type == 'JSON' else c.type,
-      mode='NULLABLE' if c.nullable else 'REQUIRED') for c in table.columns]
+  fields = [_field(c) for c in table.columns]
   if staging:
     fields.append(bigquery.SchemaField(STAGED_AT, 'TIMESTAMP', mode='REQUIRED'))
   return fields
@@ -75,12 +113,17 @@ def ensure_tables(client, project, dataset):
   an existing one: an operator's table is used as it is)."""
   from google.cloud import bigquery
   client.create_dataset('%s.%s' % (project, dataset), exists_ok=True)
-  for table in tables.TABLES.values():
+  for table in list(tables.TABLES.values()) + list(
+      tables.INTERNAL_TABLES.values()):
     target = bigquery.Table('%s.%s.%s' % (project, dataset, table.name),
                             schema=bq_schema(table))
     target.time_partitioning = bigquery.TimePartitioning(
         type_=bigquery.TimePartitioningType.DAY, field=_partition_field(table))
-    if 'tenant_id' in table.column_names:
+    if table.name == tables.EVENTS.name:
+      # The views' commit recounts nothing from here, but a range of one
+      # tenant's events (serving, backfill checks) prunes blocks this way.
+      target.clustering_fields = ['tenant_id', 'event_time']
+    elif 'tenant_id' in table.column_names:
       target.clustering_fields = ['tenant_id']
     client.create_table(target, exists_ok=True)
 
@@ -90,12 +133,15 @@ def _staging_id(project, dataset, name, token):
 
 
 def _ensure_staging(client, project, dataset, name, token):
-  """A staging table with the target's current schema plus `_staged_at`."""
+  """A staging table with the target's current schema plus `_staged_at`
+  (and, for `events`, each late event's letter: `tables.STAGED_EVENTS`)."""
   from google.cloud import bigquery
   target = client.get_table('%s.%s.%s' % (project, dataset, name))
+  extra = [_field(c) for c in staged_table(name).columns
+           if c.name not in tables.TABLES[name].column_names]
   staging = bigquery.Table(
       _staging_id(project, dataset, name, token),
-      schema=list(target.schema) + [bigquery.SchemaField(
+      schema=list(target.schema) + extra + [bigquery.SchemaField(
           STAGED_AT, 'TIMESTAMP', mode='REQUIRED')])
   staging.time_partitioning = bigquery.TimePartitioning(
       type_=bigquery.TimePartitioningType.DAY, field=STAGED_AT)
@@ -111,11 +157,8 @@ def _json_value(value):
 
 
 def _row_id(table, row):
-  """The insert id: the row's key, and for views its value (a later pane with
-  a higher count is a different row)."""
+  """The insert id: the row's key."""
   parts = [str(row[c]) for c in table.key]
-  if table in tables.VIEW_TABLES:
-    parts.append(str(row.get('event_count', row.get('active_users'))))
   return hashlib.sha256('\x1f'.join([table.name] + parts).encode()).hexdigest()
 
 
@@ -131,11 +174,11 @@ class _StageFn(beam.DoFn):
 
   def setup(self):
     self._client = bigquery_client(self._project, self._endpoint)
-    ensure_tables(self._client, self._project, self._dataset)
+    retry_races(ensure_tables, self._client, self._project, self._dataset)
     names = {self._name, tables.DEAD_LETTERS.name}
     for name in names:
-      _ensure_staging(self._client, self._project, self._dataset, name,
-                      self._token)
+      retry_races(_ensure_staging, self._client, self._project, self._dataset,
+                  name, self._token)
     ns = counters.NAMESPACE
     self._letters = Metrics.counter(ns, counters.DEAD_LETTERS)
     self._sink_failed = Metrics.counter(
@@ -151,7 +194,7 @@ class _StageFn(beam.DoFn):
     """Inserts rows into `name`'s staging table; returns the rejected ones as
     (row, error text). Transient rejections are retried; they raise when they
     outlast the attempts (the runner then retries the bundle)."""
-    table = tables.TABLES[name]
+    table = staged_table(name)
     staged_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
     pending = list(rows)
     rejected = []
@@ -195,9 +238,9 @@ class _StageFn(beam.DoFn):
       if rejected:
         self._park(rejected)
         parked = True
-    yield _COMMIT_KEY, self._name
+    yield _COMMIT_KEY, (self._name, None)
     if parked:
-      yield _COMMIT_KEY, tables.DEAD_LETTERS.name
+      yield _COMMIT_KEY, (tables.DEAD_LETTERS.name, None)
 
   def _park(self, rejected):
     """Rejected events rows -> `sink_failed` letters in the letters' staging."""
@@ -217,88 +260,167 @@ class _StageFn(beam.DoFn):
                     'dead letters: %s', len(rejected), letters[0]['error_message'])
 
 
-def merge_sql(table, target, staging):
-  """The MERGE of staged rows (since @since) into `target`."""
-  cols = table.column_names
-  keys = table.key
-  on = ' AND '.join('T.%s = S.%s' % (k, k) for k in keys)
-  insert = 'INSERT (%s) VALUES (%s)' % (', '.join(cols),
-                                        ', '.join('S.' + c for c in cols))
-  if table.name == tables.EVENTS.name:
-    order, matched = 'processed_at, trace_id', ''
-  elif table.name == tables.DEAD_LETTERS.name:
-    order, matched = 'failed_at', ''
-  else:
-    order = view_pane_order(table)
-    matched = 'WHEN MATCHED AND %s THEN UPDATE SET %s ' % (
-        view_pane_wins(table, 'S', 'T'),
-        ', '.join('%s = S.%s' % (c, c) for c in cols if c not in keys))
+def _letters_merge(target, staging):
+  """The MERGE of staged letters (since @since): a letter is inserted once."""
+  cols = tables.DEAD_LETTERS.column_names
   return ('MERGE `%s` T USING (SELECT %s FROM `%s` WHERE %s >= @since '
-          'QUALIFY ROW_NUMBER() OVER (PARTITION BY %s ORDER BY %s) = 1) S '
-          'ON %s %sWHEN NOT MATCHED THEN %s' % (
-              target, ', '.join(cols), staging, STAGED_AT, ', '.join(keys),
-              order, on, matched, insert))
+          'QUALIFY ROW_NUMBER() OVER (PARTITION BY dead_letter_id ORDER BY '
+          'failed_at) = 1) S ON T.dead_letter_id = S.dead_letter_id '
+          'WHEN NOT MATCHED THEN INSERT (%s) VALUES (%s)' % (
+              target, ', '.join(cols), staging, STAGED_AT, ', '.join(cols),
+              ', '.join('S.' + c for c in cols)))
+
+
+def _late_letter_values():
+  picks = []
+  for column in tables.DEAD_LETTERS.columns:
+    value = "JSON_VALUE(late_letter, '$.%s')" % column.name
+    if column.type in ('TIMESTAMP', 'INT64'):
+      value = 'CAST(%s AS %s)' % (value, column.type)
+    picks.append(value + ' AS ' + column.name)
+  return ', '.join(picks)
+
+
+def events_commit_script(prefix, staging, streaming):
+  """One multi-statement transaction: the staged events (since @since) not
+  yet stored are inserted (`fresh`), with their rows in the cold tier's
+  outbox (@commit) and their late letters, and the views grow by them
+  (`view_sql`); a retried commit finds them stored and changes nothing. Its
+  last statement returns (staged rows, stored, late letters written)."""
+  events = ', '.join(tables.EVENTS.column_names)
+  letters = ', '.join(tables.DEAD_LETTERS.column_names)
+  statements = [
+      'BEGIN TRANSACTION',
+      'CREATE TEMP TABLE staged_events AS SELECT * EXCEPT (%s) FROM `%s` '
+      'WHERE %s >= @since' % (STAGED_AT, staging, STAGED_AT),
+      'CREATE TEMP TABLE fresh AS SELECT s.* FROM staged_events s WHERE NOT '
+      'EXISTS (SELECT 1 FROM `%s.events` e WHERE e.idempotency_key = '
+      's.idempotency_key) QUALIFY ROW_NUMBER() OVER (PARTITION BY '
+      's.idempotency_key ORDER BY s.processed_at, s.trace_id) = 1' % prefix,
+      'INSERT INTO `%s.events` (%s) SELECT %s FROM fresh' % (
+          prefix, events, events),
+      'INSERT INTO `%s.cold_outbox` (%s, commit_id) SELECT %s, @commit FROM '
+      'fresh' % (prefix, events, events),
+      'CREATE TEMP TABLE late AS SELECT %s FROM fresh WHERE late_letter IS NOT '
+      'NULL' % _late_letter_values(),
+      'INSERT INTO `%s.dead_letters` (%s) SELECT %s FROM late L WHERE NOT '
+      'EXISTS (SELECT 1 FROM `%s.dead_letters` D WHERE D.dead_letter_id = '
+      'L.dead_letter_id)' % (prefix, letters, letters, prefix),
+  ]
+  statements += view_sql.bigquery_view_statements(prefix, streaming)
+  statements.append('COMMIT TRANSACTION')
+  statements.append('SELECT (SELECT COUNT(*) FROM staged_events), (SELECT '
+                    'COUNT(*) FROM fresh), (SELECT COUNT(*) FROM late)')
+  return ';\n'.join(statements) + ';'
 
 
 class _CommitFn(beam.DoFn):
-  """MERGEs the staged rows into the targets; in batch, drops the staging."""
+  """Commits the staged rows, then exports what it stored to the cold tier
+  (`cold_sink.export_outbox`); in batch, drops the staging."""
 
-  def __init__(self, project, dataset, endpoint, token, final):
+  def __init__(self, project, dataset, endpoint, token, final, cold_path,
+               cold_max_rows=1000000):
     self._project, self._dataset, self._endpoint = project, dataset, endpoint
     self._token, self._final = token, final
+    self._cold_path, self._cold_max_rows = cold_path, cold_max_rows
 
   def setup(self):
     self._client = bigquery_client(self._project, self._endpoint)
     self._since = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-    ns = counters.NAMESPACE
-    self._events_written = Metrics.counter(ns, counters.EVENTS_WRITTEN)
-    self._events_already = Metrics.counter(ns, counters.EVENTS_ALREADY_STORED)
-    self._letters_written = Metrics.counter(ns, counters.DEAD_LETTERS_WRITTEN)
+    self._counters = CommitCounters()
+    self._floor = NO_FLOOR
 
   def teardown(self):
     client = getattr(self, '_client', None)
     if client is not None:
       client.close()
 
-  def _scalar(self, sql, since=None):
+  def _query(self, sql, **params):
     from google.cloud import bigquery
+    types = {'since': 'TIMESTAMP', 'now': 'TIMESTAMP', 'floor': 'INT64',
+             'commit': 'STRING'}
     config = bigquery.QueryJobConfig(query_parameters=[
-        bigquery.ScalarQueryParameter('since', 'TIMESTAMP', since)] if since else [])
-    return list(self._client.query(sql, job_config=config).result())[0][0]
+        bigquery.ScalarQueryParameter(name, types[name], value)
+        for name, value in params.items()])
+    # A commit that lost a race with another job's was rolled back whole.
+    return retry_races(
+        lambda: list(self._client.query(sql, job_config=config).result()))
+
+  def _exists(self, table_id):
+    from google.api_core.exceptions import NotFound
+    try:
+      self._client.get_table(table_id)
+      return True
+    except NotFound:
+      return False  # committed and dropped by an earlier attempt
 
   def process(self, keyed):
-    from google.api_core.exceptions import NotFound
-    from google.cloud import bigquery
-    _, names = keyed
+    _, markers = keyed
+    staged, self._floor = split_markers(markers, self._floor)
+    names = {name for name, _ in staged}
     started = datetime.datetime.now(datetime.timezone.utc)
-    since = self._since
-    for name in sorted(set(names)):
-      table = tables.TABLES[name]
-      target = '%s.%s.%s' % (self._project, self._dataset, name)
-      staging = _staging_id(self._project, self._dataset, name, self._token)
-      try:
-        staged = self._scalar(
-            'SELECT COUNT(DISTINCT %s) FROM `%s` WHERE %s >= @since' % (
-                table.key[0] if len(table.key) == 1 else
-                "CONCAT(%s)" % ", '|', ".join('CAST(%s AS STRING)' % k
-                                               for k in table.key),
-                staging, STAGED_AT), since)
-      except NotFound:
-        continue  # committed and dropped by an earlier attempt
-      before = self._scalar('SELECT COUNT(*) FROM `%s`' % target)
-      self._client.query(merge_sql(table, target, staging), job_config=(
-          bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter(
-              'since', 'TIMESTAMP', since)]))).result()
-      written = self._scalar('SELECT COUNT(*) FROM `%s`' % target) - before
-      if name == tables.EVENTS.name:
-        self._events_written.inc(written)
-        self._events_already.inc(staged - written)
-      elif name == tables.DEAD_LETTERS.name:
-        self._letters_written.inc(written)
-      if self._final:
-        self._client.delete_table(staging, not_found_ok=True)
-      yield name, staged, written
+    prefix = '%s.%s' % (self._project, self._dataset)
+    streaming = not self._final
+    floor = max(self._floor, -2 ** 62)  # BigQuery's INT64 holds it
+    result = {}
+    letters = _staging_id(self._project, self._dataset, 'dead_letters',
+                          self._token)
+    if 'dead_letters' in names and self._exists(letters):
+      target = '%s.dead_letters' % prefix
+      before = self._query('SELECT COUNT(*) FROM `%s`' % target)[0][0]
+      staged_letters = self._query(
+          'SELECT COUNT(DISTINCT dead_letter_id) FROM `%s` WHERE %s >= @since'
+          % (letters, STAGED_AT), since=self._since)[0][0]
+      self._query(_letters_merge(target, letters), since=self._since)
+      result['dead_letters'] = (staged_letters, self._query(
+          'SELECT COUNT(*) FROM `%s`' % target)[0][0] - before)
+    events = _staging_id(self._project, self._dataset, 'events', self._token)
+    if 'events' in names and self._exists(events):
+      params = dict(since=self._since, commit=new_commit_id(), now=started)
+      if streaming:
+        params['floor'] = floor
+      staged_n, stored, late = self._query(
+          events_commit_script(prefix, events, streaming), **params)[0]
+      result['events'] = (staged_n, stored)
+      result['late_letters'] = (late, late)
+    elif streaming:
+      for table in tables.VIEW_TABLES:
+        self._query("UPDATE `%s.%s` SET pane_timing = 'ON_TIME' WHERE "
+                    "pane_timing = 'EARLY' AND UNIX_MICROS(window_end) <= "
+                    '@floor' % (prefix, table.name), floor=floor)
+    if self._final:
+      for name in names:
+        self._client.delete_table(_staging_id(
+            self._project, self._dataset, name, self._token), not_found_ok=True)
+    self._counters.count(result)
+    for name, (staged_rows, written) in sorted(result.items()):
+      yield name, staged_rows, written
+    for path in export_outbox(self._cold_path, self._outbox(),
+                              self._drain, self._cold_max_rows, self._counters):
+      yield beam.pvalue.TaggedOutput(COLD_FILES, path)
     self._since = started - _MERGE_MARGIN
+
+  def _outbox(self):
+    prefix = '%s.%s' % (self._project, self._dataset)
+    commits = [row[0] for row in self._query(
+        'SELECT DISTINCT commit_id FROM `%s.cold_outbox`' % prefix)]
+    schema = tables.arrow_schema(tables.EVENTS)
+    result = {}
+    for commit_id in commits:
+      from google.cloud import bigquery
+      job = self._client.query(
+          'SELECT %s FROM `%s.cold_outbox` WHERE commit_id = @commit' % (
+              ', '.join(tables.EVENTS.column_names), prefix),
+          job_config=bigquery.QueryJobConfig(query_parameters=[
+              bigquery.ScalarQueryParameter('commit', 'STRING', commit_id)]))
+      table = job.result().to_arrow(create_bqstorage_client=False)
+      result[commit_id] = pa.Table.from_arrays(
+          [table.column(f.name).cast(f.type) for f in schema], schema=schema)
+    return result
+
+  def _drain(self, commit_id):
+    self._query('DELETE FROM `%s.%s.cold_outbox` WHERE commit_id = @commit' % (
+        self._project, self._dataset), commit=commit_id)
 
 
 class WriteToBigQueryWarehouse(beam.PTransform):
@@ -315,11 +437,12 @@ class WriteToBigQueryWarehouse(beam.PTransform):
     mask_fields: fields masked in `sink_failed` letters (`--mask_fields`).
   """
 
-  def __init__(self, project, dataset, endpoint=None, token=None,
+  def __init__(self, project, dataset, cold_path, endpoint=None, token=None,
                max_batch_size=5000, commit_every_s=5, streaming=False,
-               prebatched=False, mask_fields=()):
+               prebatched=False, mask_fields=(), cold_max_rows=1000000):
     super().__init__()
     import uuid
+    self._cold_path, self._cold_max_rows = cold_path, cold_max_rows
     self._project, self._dataset, self._endpoint = project, dataset, endpoint
     self._token = token or uuid.uuid4().hex[:12]
     self._max_batch_size = max_batch_size
@@ -333,7 +456,7 @@ class WriteToBigQueryWarehouse(beam.PTransform):
         lambda name: _StageFn(self._project, self._dataset, self._endpoint, name,
                               self._token, mask_fields=self._mask_fields),
         _CommitFn(self._project, self._dataset, self._endpoint, self._token,
-                  final=not self._streaming),
+                  not self._streaming, self._cold_path, self._cold_max_rows),
         self._max_batch_size, self._streaming, self._commit_every_s,
         self._prebatched)
 
@@ -342,7 +465,7 @@ def write_metrics(project, dataset, endpoint, run_id, counts, recorded_at):
   """The run's counters into `pipeline_metrics` (insert ids: run and name)."""
   client = bigquery_client(project, endpoint)
   try:
-    ensure_tables(client, project, dataset)
+    retry_races(ensure_tables, client, project, dataset)
     rows = [{'run_id': run_id, 'name': name, 'value': int(value),
              'recorded_at': recorded_at.isoformat()}
             for name, value in sorted(counts.items())]

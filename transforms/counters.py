@@ -16,6 +16,9 @@ EVENTS_ALREADY_STORED = 'events_already_stored'
 DEAD_LETTERS = 'dead_letters'
 DEAD_LETTERS_WRITTEN = 'dead_letters_written'
 ENRICHMENT_FALLBACKS = 'enrichment_fallbacks'
+# v1 purchases whose amount minor units cannot hold (`amount_minor` empty,
+# `amount_decimal` exact): landed, and counted.
+UPCAST_INEXACT = 'upcast_inexact_amounts'
 
 
 def dead_letter_counter(kind: str) -> str:

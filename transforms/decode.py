@@ -3,7 +3,8 @@
 Each raw record (bytes, or a `RawRecord` with its origin) is checked in the
 contract's order: blank (skipped and counted, not a record), `oversized`,
 `malformed`, then the validation kinds. Valid events leave on the main output with
-their `event_time` as the element timestamp; everything else leaves on the
+the later of their `event_time` and the record's arrival (its timestamp at the
+source) as the element timestamp; everything else leaves on the
 `dead_letters` output with its original bytes. Only the errors the checks expect
 are caught: anything else is a bug and fails the bundle, so the runner retries it
 rather than losing the record. The checks themselves are Beam-free, in
@@ -15,6 +16,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter
 from schemas.registry import load_registry
+from schemas.upcasters import is_inexact
 from transforms import counters
 from transforms.decoding import as_raw_record, decode_and_validate
 
@@ -36,8 +38,10 @@ class _DecodeAndValidateFn(beam.DoFn):
     self._blank = Metrics.counter(counters.NAMESPACE, counters.BLANK_LINES)
     self._unknown = Metrics.counter(counters.NAMESPACE, counters.UNKNOWN_FIELDS)
     self._valid = Metrics.counter(counters.NAMESPACE, counters.VALID_EVENTS)
+    self._inexact = Metrics.counter(counters.NAMESPACE,
+                                    counters.UPCAST_INEXACT)
 
-  def process(self, element):
+  def process(self, element, timestamp=beam.DoFn.TimestampParam):
     result, unknown = decode_and_validate(as_raw_record(element), self._registry)
     if result is None:
       self._blank.inc()
@@ -49,8 +53,13 @@ class _DecodeAndValidateFn(beam.DoFn):
     self._valid.inc()
     if unknown:
       self._unknown.inc(unknown)
-    yield beam.window.TimestampedValue(
-        result, Timestamp.from_utc_datetime(result.event_time))
+    if is_inexact(result.event_type, result.payload):
+      self._inexact.inc()
+    # The later of its event time and its arrival (the source's timestamp,
+    # which the watermark follows): dedup keeps a key for the TTL from
+    # there, so an old event arriving through a stream is deduplicated too.
+    yield beam.window.TimestampedValue(result, max(
+        Timestamp.from_utc_datetime(result.event_time), timestamp))
 
 
 class DecodeAndValidate(beam.PTransform):

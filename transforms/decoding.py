@@ -17,6 +17,7 @@ from schemas.records import (DeadLetter, Event, MALFORMED, MAX_RECORD_BYTES,
                              OVERSIZED, RawRecord)
 from schemas.registry import load_registry
 from schemas.rows import events_table
+from schemas.upcasters import is_inexact
 from transforms.parsing import Malformed, is_blank, parse_record
 from transforms.validate import validate
 
@@ -65,11 +66,12 @@ class Decoded(NamedTuple):
   letters: List[DeadLetter]
   blank: int
   unknown_fields: int
+  inexact_amounts: int = 0
 
 
 def decode_records(records, registry) -> Decoded:
   """Decodes a batch of raw records (RawRecords or bytes) in order."""
-  events, letters, blank, unknown_total = [], [], 0, 0
+  events, letters, blank, unknown_total, inexact = [], [], 0, 0, 0
   for record in records:
     result, unknown = decode_and_validate(as_raw_record(record), registry)
     if result is None:
@@ -79,7 +81,8 @@ def decode_records(records, registry) -> Decoded:
     else:
       events.append(result)
       unknown_total += unknown
-  return Decoded(events, letters, blank, unknown_total)
+      inexact += is_inexact(result.event_type, result.payload)
+  return Decoded(events, letters, blank, unknown_total, inexact)
 
 
 # The `processed_at` of a table `decode_table` makes, replaced when the rows are

@@ -7,11 +7,14 @@ processing-time timer, which forces the slower BundleBasedDirectRunner locally,
 and its TTL is wall-clock time, while the contract's TTL is event time.
 
 Semantics: a key is remembered from its first copy until the watermark passes
-that copy's event time + `ttl_s` (an event-time WATERMARK timer clears it). A
-copy arriving after that is treated as new: intended, since the watermark then
-says the producer's retry window is long over (and the events table's primary key
-still keeps one row per key; the sink counts it as already stored). In batch the
-watermark only advances at the end, so dedup spans the whole run.
+that copy's timestamp + `ttl_s` (an event-time WATERMARK timer clears it); the
+decode step stamps an event with the later of its event time and its arrival
+at the source, so an old event arriving through a stream is remembered for the
+TTL too (contract section 3). A copy arriving after that is treated as new:
+intended, since the producer's retry window is long over (and the events
+table's primary key still keeps one row per key; the sink counts it as already
+stored, and no table counts it again). In batch the watermark only advances at
+the end, so dedup spans the whole run.
 """
 from typing import Tuple
 

@@ -14,24 +14,27 @@ One writer process, one transaction: a multi-process run cannot hit DuckDB's fil
 lock, and a failed commit leaves nothing half-written (the runner retries it; the
 staging files are removed only after the commit).
 """
+import datetime
 import logging
 import os
 import re
 import time
+import uuid
 
 import apache_beam as beam
 import duckdb
-from apache_beam.metrics import Metrics
 
 from schemas import tables
 from schemas.rows import REPLAY_ORIGIN
-from transforms import counters
+from transforms import view_sql
+from transforms.cold_sink import COLD_FILES, export_outbox
 from transforms.files import remove_empty_local_folders
-from transforms.staging import (stage_and_commit, view_pane_order,
-                                view_pane_wins, write_staging_file)
+from transforms.staging import (CommitCounters, split_markers, stage_and_commit,
+                                staged_table, write_staging_file)
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry',
-           'commit_memory_limit', 'staging_dir_of', 'MEMORY_LIMIT_PATTERN']
+           'commit_memory_limit', 'staging_dir_of', 'MEMORY_LIMIT_PATTERN',
+           'read_outbox', 'drain_outbox', 'new_commit_id', 'NO_FLOOR']
 
 _COMMIT_KEY = 'commit'
 # A DuckDB memory size as `SET memory_limit` takes it (checked before it is
@@ -129,11 +132,15 @@ def connect(path: str, read_only: bool = False):
   con = open_with_retry(path, read_only=read_only)
   con.execute("SET TimeZone = 'UTC'")
   if not read_only:
-    for table in tables.TABLES.values():
+    for table in list(tables.TABLES.values()) + list(
+        tables.INTERNAL_TABLES.values()):
       con.execute(tables.duckdb_ddl(table))
-    # Warehouses made before the replay job and message sources lack these.
+    # Warehouses made before the replay job, message sources and the
+    # late-data column lack these.
     for column in ('replayed_at TIMESTAMP', 'attributes VARCHAR'):
       con.execute('ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS ' + column)
+    con.execute('ALTER TABLE events ADD COLUMN IF NOT EXISTS missed_views '
+                'VARCHAR[] DEFAULT []')
   return con
 
 
@@ -141,49 +148,92 @@ def _select_list(table):
   return ', '.join(table.column_names)
 
 
-def _insert_sql(table, files_sql):
-  columns = _select_list(table)
-  if table.name == tables.EVENTS.name:
-    # One row per key even if a key was staged twice; the earliest copy wins.
-    return ('INSERT INTO events (%s) SELECT %s FROM read_parquet(%s) '
-            'QUALIFY row_number() OVER (PARTITION BY idempotency_key '
-            'ORDER BY processed_at, trace_id) = 1 '
-            'ON CONFLICT DO NOTHING' % (columns, columns, files_sql))
-  if table.name == tables.DEAD_LETTERS.name:
-    # A new letter is inserted once. A replayed record that failed again
-    # (origin `replay:<id>`) updates its letter: the new reason, the new time
-    # and one more replay; the original bytes stay as they were.
-    return ('INSERT INTO dead_letters (%s) SELECT %s FROM read_parquet(%s) '
-            'QUALIFY row_number() OVER (PARTITION BY dead_letter_id '
-            'ORDER BY failed_at) = 1 ON CONFLICT (dead_letter_id) DO UPDATE SET '
-            'error_kind = excluded.error_kind, '
-            'error_stage = excluded.error_stage, '
-            'error_message = excluded.error_message, '
-            'failed_at = excluded.failed_at, '
-            'replay_count = dead_letters.replay_count + 1 '
-            "WHERE starts_with(excluded.origin, '%s')" % (
-                columns, columns, files_sql, REPLAY_ORIGIN))
-  # Views: the pane with the highest value per key replaces the stored row
-  # (`staging.view_pane_wins`). Panes accumulate, so a later pane never has
-  # a lower value; a retried or repeated older pane never overwrites a newer
-  # one.
-  keys = ', '.join(table.key)
-  updates = ', '.join('%s = excluded.%s' % (c, c) for c in table.column_names
-                      if c not in table.key)
-  return ('INSERT INTO %s (%s) SELECT %s FROM read_parquet(%s) '
-          'QUALIFY row_number() OVER (PARTITION BY %s ORDER BY %s) = 1 '
-          'ON CONFLICT (%s) DO UPDATE SET %s WHERE %s' % (
-              table.name, columns, columns, files_sql, keys,
-              view_pane_order(table), keys, updates,
-              view_pane_wins(table, 'excluded', table.name)))
+def _letters_sql(files_sql):
+  """A new letter is inserted once. A replayed record that failed again
+  (origin `replay:<id>`) updates its letter: the new reason, the new time
+  and one more replay; the original bytes stay as they were."""
+  columns = _select_list(tables.DEAD_LETTERS)
+  return ('INSERT INTO dead_letters (%s) SELECT %s FROM read_parquet(%s) '
+          'QUALIFY row_number() OVER (PARTITION BY dead_letter_id '
+          'ORDER BY failed_at) = 1 ON CONFLICT (dead_letter_id) DO UPDATE SET '
+          'error_kind = excluded.error_kind, '
+          'error_stage = excluded.error_stage, '
+          'error_message = excluded.error_message, '
+          'failed_at = excluded.failed_at, '
+          'replay_count = dead_letters.replay_count + 1 '
+          "WHERE starts_with(excluded.origin, '%s')" % (
+              columns, columns, files_sql, REPLAY_ORIGIN))
 
 
-def commit_staged(db_path: str, staged, memory_limit=None) -> dict:
-  """Loads staged files into DuckDB in one transaction; returns rows per table.
+def _late_letters_sql():
+  """The late letters of the events this commit stores (JSON rows)."""
+  picks = []
+  for column in tables.DEAD_LETTERS.columns:
+    value = "json_extract_string(late_letter, '$.%s')" % column.name
+    if column.type in ('TIMESTAMP', 'INT64'):
+      value = 'CAST(%s AS %s)' % (value, tables._DUCKDB[column.type])
+    picks.append(value)
+  return ('INSERT INTO dead_letters (%s) SELECT %s FROM fresh WHERE late_letter '
+          'IS NOT NULL ON CONFLICT DO NOTHING' % (
+              _select_list(tables.DEAD_LETTERS), ', '.join(picks)))
 
-  `staged` is an iterable of (table name, path). Paths that no longer exist were
-  committed by an earlier attempt (files are removed only after a commit).
-  `memory_limit` (a DuckDB size, e.g. '1GB', or `auto`, see
+
+def _store_events(con, files, commit_id, streaming, floor_us):
+  """In the open transaction: stores the staged events not yet stored
+  (`fresh`), their late letters, their outbox rows for the cold tier, and
+  adds them to the views (`view_sql`). Returns (staged rows, stored)."""
+  events = _select_list(tables.EVENTS)
+  con.execute(
+      'CREATE TEMP TABLE staged_events AS SELECT * FROM read_parquet($files)',
+      {'files': files})
+  staged = con.execute('SELECT count(*) FROM staged_events').fetchone()[0]
+  # One row per key even if a key was staged twice; the earliest copy wins.
+  con.execute(
+      'CREATE TEMP TABLE fresh AS SELECT s.* FROM staged_events s WHERE NOT '
+      'EXISTS (SELECT 1 FROM events e WHERE e.idempotency_key = '
+      's.idempotency_key) QUALIFY row_number() OVER (PARTITION BY '
+      's.idempotency_key ORDER BY s.processed_at, s.trace_id) = 1')
+  stored = con.execute('SELECT count(*) FROM fresh').fetchone()[0]
+  if stored:
+    con.execute('INSERT INTO events (%s) SELECT %s FROM fresh' % (
+        events, events))
+    con.execute('INSERT INTO cold_outbox (%s, commit_id) SELECT %s, $c FROM '
+                'fresh' % (events, events), {'c': commit_id})
+  letters_before = con.execute('SELECT count(*) FROM dead_letters').fetchone()[0]
+  con.execute(_late_letters_sql())
+  late = con.execute(
+      'SELECT count(*) FROM dead_letters').fetchone()[0] - letters_before
+  now = utcnow_naive()
+  for sql in view_sql.duckdb_view_statements(streaming):
+    params = {name: value for name, value in (('now', now), ('floor', floor_us))
+              if '$' + name in sql}
+    con.execute(sql, params)
+  return staged, stored, late
+
+
+def utcnow_naive():
+  return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+# The watermark as a commit knows it before any gate said more: none passed.
+NO_FLOOR = -2 ** 63
+
+
+def commit_staged(db_path: str, staged, memory_limit=None, streaming=False,
+                  floor_us=NO_FLOOR, commit_id=None) -> dict:
+  """Commits staged files into DuckDB in one transaction; returns
+  {table: (staged rows, rows written)}, with `late_event` letters written
+  as `late_letters`.
+
+  `staged` is an iterable of (table name, path): `events` files (with each
+  late event's letter, `tables.STAGED_EVENTS`) and `dead_letters` files.
+  Paths that no longer exist were committed by an earlier attempt (files are
+  removed only after a commit). The events not yet stored are inserted, with
+  their rows in the cold tier's outbox (`commit_id`, default a new one) and
+  their late letters, and the views grow by them (`view_sql`): a retried
+  commit finds its events stored and changes nothing. In streaming the views'
+  pane timing follows `floor_us`, the watermark as the gates last reported
+  it. `memory_limit` (a DuckDB size, e.g. '1GB', or `auto`, see
   `commit_memory_limit`) bounds what the transaction holds in memory: one
   transaction inserting every row of a large run kept them and the
   primary-key index in memory until COMMIT (measured: ~0.9 GB per million
@@ -199,9 +249,10 @@ def commit_staged(db_path: str, staged, memory_limit=None) -> dict:
     if os.path.exists(path):
       by_table.setdefault(name, set()).add(path)
   result = {}
-  if not by_table:
+  if not by_table and not streaming:
     return result
   files = {name: sorted(paths) for name, paths in by_table.items()}
+  commit_id = commit_id or new_commit_id()
   con = connect(db_path)
   limit, staged_rows = None, {}
   try:
@@ -213,12 +264,21 @@ def commit_staged(db_path: str, staged, memory_limit=None) -> dict:
       con.execute("SET memory_limit = '%s'" % limit)
     con.execute('BEGIN TRANSACTION')
     try:
-      for name in sorted(files):
-        table = tables.TABLES[name]
-        before = con.execute('SELECT count(*) FROM %s' % name).fetchone()[0]
-        con.execute(_insert_sql(table, '$files'), {'files': files[name]})
-        after = con.execute('SELECT count(*) FROM %s' % name).fetchone()[0]
-        result[name] = (staged_rows[name], after - before)
+      if tables.DEAD_LETTERS.name in files:
+        before = con.execute('SELECT count(*) FROM dead_letters').fetchone()[0]
+        con.execute(_letters_sql('$files'),
+                    {'files': files[tables.DEAD_LETTERS.name]})
+        after = con.execute('SELECT count(*) FROM dead_letters').fetchone()[0]
+        result[tables.DEAD_LETTERS.name] = (
+            staged_rows[tables.DEAD_LETTERS.name], after - before)
+      if tables.EVENTS.name in files:
+        staged_n, stored, late = _store_events(
+            con, files[tables.EVENTS.name], commit_id, streaming, floor_us)
+        result[tables.EVENTS.name] = (staged_n, stored)
+        result['late_letters'] = (late, late)
+      elif streaming:
+        for sql in view_sql.duckdb_finalize():
+          con.execute(sql, {'floor': floor_us})
       con.execute('COMMIT')
     except BaseException as error:
       _rollback(con, error)
@@ -240,6 +300,39 @@ def commit_staged(db_path: str, staged, memory_limit=None) -> dict:
   return result
 
 
+def new_commit_id() -> str:
+  """A commit's id: sortable by time, unique."""
+  return '%s-%s' % (datetime.datetime.now(datetime.timezone.utc).strftime(
+      '%Y%m%dT%H%M%S%fZ'), uuid.uuid4().hex[:8])
+
+
+def read_outbox(db_path: str):
+  """{commit_id: the `events` rows that commit stored and the cold tier does
+  not have yet (an Arrow table with the cold schema)}."""
+  con = connect(db_path)
+  try:
+    commits = [row[0] for row in con.execute(
+        'SELECT DISTINCT commit_id FROM cold_outbox ORDER BY 1').fetchall()]
+    result = {}
+    for commit_id in commits:
+      table = con.sql(
+          'SELECT %s FROM cold_outbox WHERE commit_id = $c' % _select_list(
+              tables.EVENTS), params={'c': commit_id}).to_arrow_table()
+      result[commit_id] = table.cast(tables.arrow_schema(tables.EVENTS))
+    return result
+  finally:
+    con.close()
+
+
+def drain_outbox(db_path: str, commit_id: str):
+  """Deletes a commit's outbox rows once the cold tier holds them."""
+  con = connect(db_path)
+  try:
+    con.execute('DELETE FROM cold_outbox WHERE commit_id = ?', [commit_id])
+  finally:
+    con.close()
+
+
 class _StageFn(beam.DoFn):
   """Writes one batch of rows to a content-named staging file."""
 
@@ -250,40 +343,52 @@ class _StageFn(beam.DoFn):
   def process(self, rows):
     yield (_COMMIT_KEY,
            (self._table_name, write_staging_file(
-               self._staging_dir, tables.TABLES[self._table_name], rows)))
+               self._staging_dir, staged_table(self._table_name), rows)))
 
 
 class _CommitFn(beam.DoFn):
-  """The single writer: loads every staged file in one transaction."""
+  """The single writer: loads every staged file in one transaction, then
+  exports what it stored to the cold tier (`cold_sink.export_outbox`)."""
 
-  def __init__(self, db_path, memory_limit=None):
-    self._db_path = db_path
+  def __init__(self, db_path, cold_path, memory_limit=None, streaming=False,
+               cold_max_rows=1000000):
+    self._db_path, self._cold_path = db_path, cold_path
     self._memory_limit = memory_limit
+    self._streaming, self._cold_max_rows = streaming, cold_max_rows
 
   def setup(self):
-    ns = counters.NAMESPACE
-    self._events_written = Metrics.counter(ns, counters.EVENTS_WRITTEN)
-    self._events_already = Metrics.counter(ns, counters.EVENTS_ALREADY_STORED)
-    self._letters_written = Metrics.counter(ns, counters.DEAD_LETTERS_WRITTEN)
+    self._counters = CommitCounters()
+    # The watermark as the gates last reported it (their timers' times).
+    self._floor = NO_FLOOR
 
   def process(self, keyed):
-    _, staged = keyed
-    result = commit_staged(self._db_path, staged, self._memory_limit)
-    if tables.EVENTS.name in result:
-      staged_rows, written = result[tables.EVENTS.name]
-      self._events_written.inc(written)
-      self._events_already.inc(staged_rows - written)
-    if tables.DEAD_LETTERS.name in result:
-      self._letters_written.inc(result[tables.DEAD_LETTERS.name][1])
+    _, markers = keyed
+    staged, self._floor = split_markers(markers, self._floor)
+    result = commit_staged(self._db_path, staged, self._memory_limit,
+                           self._streaming, self._floor)
+    self._counters.count(result)
     for name, (staged_rows, written) in sorted(result.items()):
       yield name, staged_rows, written
+    for path in export_outbox(
+        self._cold_path, read_outbox(self._db_path),
+        lambda commit_id: drain_outbox(self._db_path, commit_id),
+        self._cold_max_rows, self._counters):
+      yield beam.pvalue.TaggedOutput(COLD_FILES, path)
 
 
 class WriteToDuckDB(beam.PTransform):
-  """Writes {table name: PCollection of row dicts} to a DuckDB file.
+  """Writes {table name: PCollection of rows} to a DuckDB file, and what it
+  stores to the cold tier.
+
+  Takes `events` (staged rows, `tables.STAGED_EVENTS`) and `dead_letters`;
+  the views are maintained by the commit (`view_sql`), and a `floors` entry,
+  if given, carries the late-data gate's watermark reports (micros).
+  Returns the commits' (table, staged, written) tuples (main) and the cold
+  files written (`cold_files`).
 
   Args:
     db_path: the DuckDB file (created with the contract's tables if missing).
+    cold_path: the cold tier's root, written from the commits' outbox.
     staging_dir: a local folder for staging files (default:
       `staging_dir_of(db_path)`, `<db_path>.staging`).
     max_batch_size: rows per staging file at most.
@@ -294,22 +399,26 @@ class WriteToDuckDB(beam.PTransform):
     memory_limit: DuckDB's memory_limit for the commit ('auto' or a size
       such as '1GB', see `commit_memory_limit`); None leaves DuckDB's default
       (most of the machine's memory).
+    cold_max_rows: rows per cold Parquet file at most.
   """
 
-  def __init__(self, db_path, staging_dir=None, max_batch_size=50000,
-               commit_every_s=5, streaming=False, prebatched=False,
-               memory_limit=None):
+  def __init__(self, db_path, cold_path, staging_dir=None,
+               max_batch_size=50000, commit_every_s=5, streaming=False,
+               prebatched=False, memory_limit=None, cold_max_rows=1000000):
     super().__init__()
     self._memory_limit = memory_limit
     self._prebatched = prebatched
-    self._db_path = db_path
+    self._db_path, self._cold_path = db_path, cold_path
     self._staging_dir = staging_dir or staging_dir_of(db_path)
     self._max_batch_size = max_batch_size
     self._commit_every_s = commit_every_s
     self._streaming = streaming
+    self._cold_max_rows = cold_max_rows
 
   def expand(self, rows_by_table):
     return stage_and_commit(
         rows_by_table, lambda name: _StageFn(self._staging_dir, name),
-        _CommitFn(self._db_path, self._memory_limit), self._max_batch_size,
-        self._streaming, self._commit_every_s, self._prebatched)
+        _CommitFn(self._db_path, self._cold_path, self._memory_limit,
+                  self._streaming, self._cold_max_rows),
+        self._max_batch_size, self._streaming, self._commit_every_s,
+        self._prebatched)

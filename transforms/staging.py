@@ -15,14 +15,25 @@ import os
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
+from schemas import tables
+from schemas.records import LATE_EVENT
 from schemas.tables import Table, arrow_schema
+from transforms import counters
 from transforms.batch import Batch, split_batch
 from transforms.files import write_atomically
 
 __all__ = ['write_staging_file', 'rows_to_table', 'stage_and_commit',
-           'streaming_flush', 'view_value', 'view_pane_order', 'view_pane_wins']
+           'streaming_flush', 'split_markers', 'staged_table', 'CommitCounters',
+           'FLOOR']
+
+
+# A marker that carries no staged file: a late-data gate's report of the
+# watermark (its timer's time, micros), which a streaming commit takes to
+# mark the views' early rows final.
+FLOOR = '_floor'
 
 
 def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
@@ -31,9 +42,16 @@ def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
   `max_batch_size` rows staged by `stage_fn(table name)` (a DoFn yielding
   (key, marker) pairs), then all markers gathered on their key and handed to
   `commit_fn` (a DoFn) once at the end, or, in streaming, on a trigger every
-  `commit_every_s` seconds with a final firing at the end of input."""
+  `commit_every_s` seconds with a final firing at the end of input. A
+  `floors` entry (the gate's watermark reports) joins the markers as
+  (FLOOR, micros). Returns the commit's outputs: its main output (`commits`)
+  and `cold_files`."""
   staged = []
   for name, rows in sorted(rows_by_table.items()):
+    if name == 'floors':
+      staged.append(rows | 'FloorMarkers' >> beam.Map(
+          lambda floor: ('commit', (FLOOR, floor))))
+      continue
     rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
     if prebatched:
       # Batches of row dicts stay `Batch`es, Arrow tables stay tables.
@@ -48,9 +66,57 @@ def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
   markers = staged | 'AllStaged' >> beam.Flatten()
   if streaming:
     markers = markers | 'CommitTrigger' >> streaming_flush(commit_every_s)
+  else:
+    markers = markers | 'GlobalMarkers' >> beam.WindowInto(
+        window.GlobalWindows())
   return (markers
           | 'GatherStaged' >> beam.GroupByKey()
-          | 'Commit' >> beam.ParDo(commit_fn))
+          | 'Commit' >> beam.ParDo(commit_fn).with_outputs(
+              'cold_files', main='commits'))
+
+
+def split_markers(markers, floor):
+  """A commit's markers: ([(table, staged)], the highest watermark report
+  among them and `floor`)."""
+  staged = []
+  for name, value in markers:
+    if name == FLOOR:
+      floor = max(floor, value)
+    else:
+      staged.append((name, value))
+  return staged, floor
+
+
+def staged_table(name: str) -> Table:
+  """The shape a sink stages a table in: `events` with the late letters
+  (`tables.STAGED_EVENTS`), the others as they are."""
+  return tables.STAGED_EVENTS if name == tables.EVENTS.name else \
+      tables.TABLES[name]
+
+
+class CommitCounters(object):
+  """The counters a hot commit and its cold export count."""
+
+  def __init__(self):
+    ns = counters.NAMESPACE
+    self._events_written = Metrics.counter(ns, counters.EVENTS_WRITTEN)
+    self._events_already = Metrics.counter(ns, counters.EVENTS_ALREADY_STORED)
+    self._letters_written = Metrics.counter(ns, counters.DEAD_LETTERS_WRITTEN)
+    self._late = Metrics.counter(ns, counters.dead_letter_counter(LATE_EVENT))
+    self.cold_rows = Metrics.counter(ns, 'cold_rows_written')
+    self.cold_files = Metrics.counter(ns, 'cold_files_written')
+
+  def count(self, result):
+    """Counts `result`: {table: (staged rows, written)}, late letters as
+    `late_letters`."""
+    if tables.EVENTS.name in result:
+      staged_rows, written = result[tables.EVENTS.name]
+      self._events_written.inc(written)
+      self._events_already.inc(staged_rows - written)
+    letters = result.get(tables.DEAD_LETTERS.name, (0, 0))[1]
+    late = result.get('late_letters', (0, 0))[1]
+    self._letters_written.inc(letters + late)
+    self._late.inc(late)
 
 
 # Longer than the global window's end falls short of the end of time (a
@@ -64,8 +130,8 @@ def streaming_flush(every_s):
   end (a bounded input, or a test's stream), and a late pane for whatever
   arrives after that. The local runner fires a stateful step's timers when
   its input ends but holds no watermark for them (Beam 2.77), so what they
-  emit (the micro-batched views' last rows) reaches the sink after its
-  final pane; without the late panes it would be dropped."""
+  emit (the gate's last watermark report) reaches the sink after its final
+  pane; without the late panes it would be dropped."""
   return beam.WindowInto(
       window.GlobalWindows(),
       trigger=trigger.AfterWatermark(
@@ -73,29 +139,6 @@ def streaming_flush(every_s):
           late=trigger.AfterCount(1)),
       accumulation_mode=trigger.AccumulationMode.DISCARDING,
       allowed_lateness=_AFTER_THE_END_S)
-
-
-def view_value(table: Table) -> str:
-  """The column a view's panes grow in (panes accumulate)."""
-  return 'active_users' if 'active_users' in table.column_names else 'event_count'
-
-
-def view_pane_order(table: Table) -> str:
-  """SQL ORDER BY putting first, of one view key's staged rows, the one to
-  keep: the highest value; of equal values a final pane before an early one,
-  then the first made."""
-  return "%s DESC, pane_timing = 'EARLY', updated_at" % view_value(table)
-
-
-def view_pane_wins(table: Table, new: str, stored: str) -> str:
-  """SQL condition for a staged row (`new`) to replace the stored one: a
-  higher value, or the same value from a final pane over an early one (an
-  on-time pane often counts what the last early pane did; it must still mark
-  the window final). So a retried or repeated older pane never wins."""
-  value = view_value(table)
-  return ("(%(n)s.%(v)s > %(s)s.%(v)s OR (%(n)s.%(v)s = %(s)s.%(v)s AND "
-          "%(s)s.pane_timing = 'EARLY' AND %(n)s.pane_timing <> 'EARLY'))" % {
-              'n': new, 's': stored, 'v': value})
 
 
 def rows_to_table(table: Table, rows) -> pa.Table:

@@ -1,96 +1,88 @@
-"""`WindowedViews`: the whole windowing policy in one transform.
+"""`LateDataGate`: the windowing policy's one decision made in Beam.
 
-Each view (`views.VIEWS`) is an event-time window with a trigger after the
-watermark, a late firing per late element, optional early firings, accumulating
-panes and `allowed_lateness`. The sink upserts each pane, so a late pane replaces
-the row, never adds to it.
+The views are maintained by the hot sink's commit from the events it newly
+stores (`view_sql.py`), so they stay exact whatever the history of runs.
+What Beam still decides, with its watermark and the allowed lateness, is
+which events came too late for a view: the gate keeps a floor of the
+watermark (event-time timers set at each window's end, and at its end + the
+allowed lateness, fire when the watermark passes them; the fired time is the
+floor), and an event whose earliest window of a view ended more than the
+allowed lateness before the floor is too late for that view. The event gets
+`missed_views` (the views that never count it) and one `late_event` dead
+letter naming them (`Event.late_letter`); it is still stored in `events` in
+both tiers. The sink writes the letter only if it stores the event, in the
+same transaction, so a letter exists exactly for a stored event that some
+view does not count (contract sections 2 and 4).
 
-This is the per-record shape (Dataflow, Flink, `--execution per_record`); the
-local streaming runner runs the same rule on micro-batches, keeping the
-windows in state itself (`batched_windows.py`).
+A view counts an event in all of its windows or, if it came too late for the
+earliest of them, in none: one rule every view row can be recounted by.
 
-Late data is never lost silently. Beam drops an element that reaches a
-GroupByKey after its window's end + allowed lateness, without a trace. So:
+The gate also reports its floor at each timer (the `floors` output): the
+sink marks the early rows of windows the watermark has passed `ON_TIME`.
 
-1. A stateful *late-data gate* (streaming only; in batch nothing is late) sees
-   every event before any GroupByKey. It keeps a floor of the watermark: event-time timers set at each seen window's end + lateness fire
-   when the watermark passes them, and the fired time is the floor. For each view
-   the gate keeps only the windows whose end + lateness is above the floor; a
-   window at or below it is missed. An event that missed any view's window gets
-   one `late_event` dead letter naming those views (it stays in `events`).
-2. The gate's accepted windows travel with the element and a WindowFn assigns
-   exactly those windows, so a view never counts an event in a window the gate
-   called missed (for sliding windows some of an event's windows may be missed
-   and others not).
-3. The floor can lag the true watermark (the gate learns it only from its own
-   timers), so Beam's own allowed lateness on the GroupByKeys is the policy's
-   lateness plus `beam_lateness_margin_s` (default: the dedup TTL): whatever the
-   gate passes, Beam keeps. An event is thus counted in a view or kept as a dead
-   letter, never neither. Near the boundary (within the floor's lag) an event may
-   be counted in a late pane rather than dead-lettered.
+In batch nothing is late (the watermark passes the windows only when the
+input ends), so the gate is only on a streaming graph. It takes events one
+by one (Dataflow, Flink) or `Batch`es of them (the local streaming runner).
 """
-import datetime
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
-from apache_beam.coders.coders import IntervalWindowCoder
-from apache_beam.transforms import trigger as triggers
-from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from schemas.records import DeadLetter, LATE_EVENT
-from transforms.views import (VIEWS, add_event, from_micros, merge, micros,
-                              new_accumulator, view_row, window_starts)
+from transforms.batch import Batch
+from transforms.views import VIEWS, from_micros, micros, window_starts
 
-__all__ = ['WindowedViews', 'ViewPolicy', 'LATE_EVENTS', 'accepted_windows',
-           'late_letter']
+__all__ = ['LateDataGate', 'ViewPolicy', 'FLOORS', 'missed_views',
+           'late_letter', 'mark_late']
 
-LATE_EVENTS = 'late_events'
+FLOORS = 'floors'
 # The gate's floor is per key, and a key learns the watermark only from its own
 # timers, so every key must see every window's timer: one key. Its state is a
-# handful of window ends, so the cost per event is small; a runner processes one
-# key serially, which bounds the streaming rate of the gate (see README).
+# handful of window ends, so the cost per event is small.
 _GATE_KEY = 0
+_NO_FLOOR = -2 ** 63
 
 
 class ViewPolicy(NamedTuple):
   """Every windowing knob, from options."""
   allowed_lateness_s: int = 3600
-  early_firing_s: Optional[int] = None
-  beam_lateness_margin_s: int = 86400
-  streaming: bool = False
 
 
-class _ViewElement(NamedTuple):
-  """What one view needs of one event, with the windows the gate accepted."""
-  key: tuple
-  starts: tuple
-  event_micros: int
-  user_id: str
+def _earliest_end(spec, event_us):
+  """The end (micros) of the earliest window of `spec` holding `event_us`."""
+  return min(window_starts(event_us, spec.size_s, spec.period_s)) \
+      + spec.size_s * 1000000
 
 
-def accepted_windows(event, floor_us, lateness_s):
-  """{view name: accepted window starts}, and the names of the views missed."""
+def missed_views(event, floor_us, lateness_s):
+  """The names of the views `event` is too late for, the watermark being at
+  least `floor_us`: its earliest window ended + `lateness_s` at or before it."""
   t = micros(event.event_time)
-  accepted, missed = {}, []
+  return tuple(spec.name for spec in VIEWS
+               if _earliest_end(spec, t) + lateness_s * 1000000 <= floor_us)
+
+
+def window_ends(event, lateness_s):
+  """The times the gate needs its timers at for `event`: each view's windows'
+  ends (to report the watermark) and ends + lateness (to learn the floor)."""
+  t = micros(event.event_time)
+  ends = set()
   for spec in VIEWS:
-    starts = window_starts(t, spec.size_s, spec.period_s)
-    keep = tuple(s for s in starts
-                 if s + (spec.size_s + lateness_s) * 1000000 > floor_us)
-    accepted[spec.name] = keep
-    if len(keep) < len(starts):
-      missed.append(spec.name)
-  return accepted, missed
+    for start in window_starts(t, spec.size_s, spec.period_s):
+      end = start + spec.size_s * 1000000
+      ends.add(end)
+      ends.add(end + lateness_s * 1000000)
+  return ends
 
 
 def late_letter(event, missed, lateness_s, floor_us):
-  """The `late_event` dead letter of an event that missed views' windows
-  (`missed`: their names) when the gate's floor was `floor_us`."""
+  """The `late_event` dead letter of an event that missed views (`missed`:
+  their names) when the gate's floor was `floor_us`."""
   return DeadLetter.of(
       LATE_EVENT,
       'too late for %s: window end + %d s lateness is behind the watermark '
@@ -100,24 +92,18 @@ def late_letter(event, missed, lateness_s, floor_us):
       tenant_id=event.tenant_id)
 
 
-def _view_outputs(event, accepted):
-  for spec in VIEWS:
-    if accepted[spec.name]:
-      yield beam.pvalue.TaggedOutput(spec.name, _ViewElement(
-          spec.key(event), accepted[spec.name], micros(event.event_time),
-          event.user_id))
-
-
-class _AssignAllFn(beam.DoFn):
-  """Batch: every window is accepted (the watermark only moves at the end)."""
-
-  def process(self, event):
-    accepted, _ = accepted_windows(event, -2 ** 63, 0)
-    yield from _view_outputs(event, accepted)
+def mark_late(event, floor_us, lateness_s):
+  """The event with its missed views and late letter (unchanged if none)."""
+  missed = missed_views(event, floor_us, lateness_s)
+  if not missed:
+    return event
+  return event._replace(missed_views=missed, late_letter=late_letter(
+      event, missed, lateness_s, floor_us))
 
 
 class _LateDataGateFn(beam.DoFn):
-  """Streaming: splits events into per-view windows and too-late dead letters."""
+  """(key, Event or Batch of Events) in; the same events, each marked with
+  the views it missed, out; the floor on `floors` at each timer."""
 
   FLOOR = ReadModifyWriteStateSpec('floor', VarIntCoder())
   PENDING = ReadModifyWriteStateSpec('pending', PickleCoder())
@@ -129,92 +115,42 @@ class _LateDataGateFn(beam.DoFn):
   def process(self, element, floor=beam.DoFn.StateParam(FLOOR),
               pending=beam.DoFn.StateParam(PENDING),
               tick=beam.DoFn.TimerParam(TICK)):
-    _, event = element
+    _, events = element
     floor_us = floor.read()
-    floor_us = -2 ** 63 if floor_us is None else floor_us
-    accepted, missed = accepted_windows(event, floor_us, self._lateness_s)
-    if missed:
-      yield beam.pvalue.TaggedOutput(LATE_EVENTS, late_letter(
-          event, missed, self._lateness_s, floor_us))
+    floor_us = _NO_FLOOR if floor_us is None else floor_us
+    batched = isinstance(events, Batch)
+    marked = [mark_late(e, floor_us, self._lateness_s)
+              for e in (events if batched else (events,))]
     ends = set(pending.read() or ())
-    for spec in VIEWS:
-      for start in accepted[spec.name]:
-        ends.add(start + (spec.size_s + self._lateness_s) * 1000000)
+    for event in marked:
+      ends |= window_ends(event, self._lateness_s)
+    ends = sorted(end for end in ends if end > floor_us)
+    pending.write(ends)
     if ends:
-      pending.write(sorted(ends))
-      tick.set(Timestamp(micros=min(ends)))
-    yield from _view_outputs(event, accepted)
+      tick.set(Timestamp(micros=ends[0]))
+    yield Batch(marked) if batched else marked[0]
 
   @on_timer(TICK)
   def on_tick(self, fired=beam.DoFn.TimestampParam,
               floor=beam.DoFn.StateParam(FLOOR),
               pending=beam.DoFn.StateParam(PENDING),
               tick=beam.DoFn.TimerParam(TICK)):
-    fired_us = fired.micros
-    floor.write(max(fired_us, floor.read() or -2 ** 63))
+    fired_us = max(fired.micros, floor.read() or _NO_FLOOR)
+    floor.write(fired_us)
     rest = [end for end in (pending.read() or ()) if end > fired_us]
     pending.write(rest)
     if rest:
       tick.set(Timestamp(micros=rest[0]))
+    yield beam.pvalue.TaggedOutput(FLOORS, fired_us)
 
 
-class AcceptedWindows(beam_window.NonMergingWindowFn):
-  """Assigns the windows the gate accepted (carried by the element)."""
-
-  def __init__(self, size_s):
-    self._size_us = size_s * 1000000
-
-  def assign(self, context):
-    return [beam_window.IntervalWindow(
-        Timestamp(micros=s), Timestamp(micros=s + self._size_us))
-            for s in context.element.starts]
-
-  def get_window_coder(self):
-    return IntervalWindowCoder()
-
-  def __eq__(self, other):
-    return type(self) is type(other) and self._size_us == other._size_us
-
-  def __hash__(self):
-    return hash((type(self), self._size_us))
-
-
-class _ViewCombineFn(beam.CombineFn):
-  """Counts events, keeps the newest event time and the distinct users."""
-
-  def create_accumulator(self):
-    return new_accumulator()
-
-  def add_input(self, acc, element):
-    return add_event(acc, element.event_micros, element.user_id)
-
-  def merge_accumulators(self, accumulators):
-    return merge(accumulators)
-
-  def extract_output(self, acc):
-    return acc
-
-
-class _ToRowFn(beam.DoFn):
-
-  def __init__(self, spec):
-    self._spec = spec
-
-  def process(self, keyed, window=beam.DoFn.WindowParam,
-              pane=beam.DoFn.PaneInfoParam):
-    key, acc = keyed
-    timing = PaneInfoTiming.to_string(pane.timing) if pane else 'UNKNOWN'
-    if timing == 'UNKNOWN':
-      timing = 'ON_TIME'  # batch: one pane per window, fired at the end
-    yield view_row(self._spec, window.start.micros, key, acc, timing,
-                   datetime.datetime.now(datetime.timezone.utc))
-
-
-class WindowedViews(beam.PTransform):
-  """Enriched events in; {view name: rows, LATE_EVENTS: dead letters} out.
+class LateDataGate(beam.PTransform):
+  """Events (one by one, or `Batch`es) in; the same events marked with the
+  views they came too late for (main) and the gate's floor reports
+  (`floors`, micros) out.
 
   Args:
-    policy: `ViewPolicy` (lateness, early firings, streaming).
+    policy: `ViewPolicy` (the allowed lateness).
   """
 
   def __init__(self, policy: ViewPolicy):
@@ -223,37 +159,10 @@ class WindowedViews(beam.PTransform):
       raise ValueError('allowed_lateness_s must be >= 0')
     self._policy = policy
 
-  def _trigger(self):
-    early = None
-    if self._policy.early_firing_s:
-      early = triggers.AfterProcessingTime(self._policy.early_firing_s)
-    return triggers.AfterWatermark(early=early, late=triggers.AfterCount(1))
-
   def expand(self, events):
-    names = [spec.name for spec in VIEWS]
-    if self._policy.streaming:
-      split = (
-          events
-          | 'KeyForGate' >> beam.Map(lambda e: (_GATE_KEY, e))
-          | 'LateDataGate' >> beam.ParDo(_LateDataGateFn(
-              self._policy.allowed_lateness_s)).with_outputs(
-                  LATE_EVENTS, *names))
-      late = split[LATE_EVENTS]
-    else:
-      split = events | 'AssignWindows' >> beam.ParDo(
-          _AssignAllFn()).with_outputs(*names)
-      late = events.pipeline | 'NoLateEvents' >> beam.Create([])
-    result = {LATE_EVENTS: late}
-    lateness = (self._policy.allowed_lateness_s
-                + self._policy.beam_lateness_margin_s)
-    for spec in VIEWS:
-      result[spec.name] = (
-          split[spec.name]
-          | '%s/Window' % spec.name >> beam.WindowInto(
-              AcceptedWindows(spec.size_s), trigger=self._trigger(),
-              accumulation_mode=triggers.AccumulationMode.ACCUMULATING,
-              allowed_lateness=lateness)
-          | '%s/Key' % spec.name >> beam.Map(lambda v: (v.key, v))
-          | '%s/Aggregate' % spec.name >> beam.CombinePerKey(_ViewCombineFn())
-          | '%s/Rows' % spec.name >> beam.ParDo(_ToRowFn(spec)))
-    return result
+    return (
+        events
+        | 'KeyForGate' >> beam.Map(lambda e: (_GATE_KEY, e))
+        | 'Gate' >> beam.ParDo(_LateDataGateFn(
+            self._policy.allowed_lateness_s)).with_outputs(
+                FLOORS, main='events'))
