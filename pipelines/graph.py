@@ -103,10 +103,12 @@ def _hot_sink(opts, streaming, fast):
     return WriteToBigQueryWarehouse(
         hot.project, hot.dataset, opts.cold_path, opts.bigquery_endpoint,
         max_batch_size=min(opts.batch_size, 5000), streaming=streaming,
+        commit_every_s=opts.early_firing_s or 5,
         prebatched=fast, mask_fields=parse_fields(opts.mask_fields),
         cold_max_rows=opts.cold_max_rows_per_file)
   return WriteToDuckDB(hot.target, opts.cold_path,
                        max_batch_size=opts.batch_size,
+                       commit_every_s=opts.early_firing_s or 5,
                        streaming=streaming, prebatched=fast,
                        memory_limit=opts.duckdb_memory_limit,
                        cold_max_rows=opts.cold_max_rows_per_file)

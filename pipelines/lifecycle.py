@@ -3,6 +3,7 @@
     python -m pipelines.lifecycle --hot_sink duckdb:out/warehouse.duckdb \\
         --cold_path out/cold --hot_retention_days 7 [--cold_retention_days 365]
 
+Rows a killed run's commit left in the cold tier's outbox are exported first.
 Hot `events` whose `event_time` is older than the hot retention are written to
 the cold tier where they are not there already (the pipeline writes every event
 to both tiers, so normally none is missing), then deleted from hot, in one
@@ -20,14 +21,17 @@ import datetime
 import glob
 import os
 import shutil
+import time
 import uuid
 
-from pipelines.summary import write_metrics
+from pipelines.summary import run_outcome, write_metrics
 from schemas import tables
 from schemas.keys import key_shard
 from transforms.cold_sink import (cold_file_path, keys_digest, partition_of,
                                   write_cold_file)
-from transforms.duckdb_sink import connect, staging_dir_of
+from transforms.cold_sink import export_outbox
+from transforms.duckdb_sink import (connect, drain_outbox, read_outbox,
+                                    staging_dir_of)
 from transforms.staging import rows_to_table
 from transforms.timestamps import parse_rfc3339
 
@@ -133,8 +137,15 @@ def run(argv=None) -> dict:
   now = parse_rfc3339(args.now) if args.now else datetime.datetime.now(_UTC)
   if now is None:
     parser.error('--now: not an RFC 3339 timestamp with a zone')
+  begun = time.monotonic()
   cutoff = (now - datetime.timedelta(days=args.hot_retention_days)).replace(
       tzinfo=None)
+  # A commit whose export to the cold tier did not finish (a killed run)
+  # left its rows in the outbox: exported first, so that nothing below
+  # writes them a second time under other names.
+  exported = sum(1 for _ in export_outbox(
+      args.cold_path, read_outbox(db_path),
+      lambda commit_id: drain_outbox(db_path, commit_id), 1000000))
   con = connect(db_path)
   try:
     cursor = con.execute('SELECT * FROM events WHERE event_time < $cutoff',
@@ -165,13 +176,15 @@ def run(argv=None) -> dict:
   stale = _remove_idle_staging(
       _staging_folders(db_path, args.cold_path),
       (now - datetime.timedelta(hours=args.staging_idle_hours)).timestamp())
-  result = {'lifecycle_copied_to_cold': len(missing),
+  result = {'lifecycle_outbox_files_exported': exported,
+            'lifecycle_copied_to_cold': len(missing),
             'lifecycle_deleted_from_hot': deleted,
             'lifecycle_cold_partitions_removed': expired,
             'lifecycle_removed_from_cold': expired_events,
             'lifecycle_stale_staging_files_removed': stale}
   run_id = 'lifecycle-%s-%s' % (now.strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
-  write_metrics(db_path, run_id, result, datetime.datetime.now(_UTC))
+  write_metrics(db_path, run_id, dict(result, **run_outcome(
+      True, time.monotonic() - begun)), datetime.datetime.now(_UTC))
   print('lifecycle %s: older than %s: %d events, %d copied to cold (the rest '
         'were there), %d deleted from hot; %d cold partitions removed; %d '
         'stale staging files removed' % (

@@ -121,8 +121,9 @@ class AnalyticsOptions(PipelineOptions):
         'Default: false.')
     parser.add_argument(
         '--early_firing_s', type=int, default=0,
-        help='Early (speculative) view panes every N seconds of processing time '
-        'before the watermark; 0 turns them off. Default: 0.')
+        help='Streaming: seconds of processing time between the hot sink\'s '
+        'commits, each of which updates the views (rows of windows the '
+        'watermark has not passed are early panes); 0 means 5. Default: 0.')
     parser.add_argument(
         '--cold_max_rows_per_file', type=int, default=1000000,
         help='Rows per cold-tier Parquet file at most. Default: 1000000.')

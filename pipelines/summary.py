@@ -9,7 +9,7 @@ from transforms import counters
 from transforms.duckdb_sink import connect
 
 __all__ = ['read_counters', 'write_metrics', 'format_summary', 'step_times',
-           'format_step_times']
+           'format_step_times', 'run_outcome']
 
 _REPORTED = (
     counters.INPUT_RECORDS, counters.BLANK_LINES, counters.VALID_EVENTS,
@@ -28,6 +28,9 @@ def read_counters(result) -> dict:
     value = counter.committed if counter.committed is not None else counter.attempted
     found[counter.key.metric.name] = found.get(
         counter.key.metric.name, 0) + (value or 0)
+  # The events the sink was handed and its commits did not store.
+  found[counters.EVENTS_ALREADY_STORED] = found.get(
+      counters.EVENTS_STAGED, 0) - found.get(counters.EVENTS_WRITTEN, 0)
   counts = {name: found.get(name, 0) for name in _REPORTED}
   for kind in ERROR_KINDS:
     name = counters.dead_letter_counter(kind)
@@ -47,6 +50,14 @@ def write_metrics(db_path, run_id, counts, recorded_at):
          for name, value in sorted(counts.items())])
   finally:
     con.close()
+
+
+def run_outcome(succeeded: bool, seconds: float) -> dict:
+  """A run's own rows of `pipeline_metrics`: whether it succeeded (1 or 0)
+  and how long it took; its `recorded_at` is when it ended. The serving
+  layer's `/metrics` reads each job's last run from them."""
+  return {'run_succeeded': int(succeeded),
+          'run_duration_ms': int(round(seconds * 1000))}
 
 
 def format_summary(run_id, counts, seconds) -> str:

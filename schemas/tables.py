@@ -11,7 +11,7 @@ import pyarrow as pa
 
 __all__ = ['Column', 'Table', 'TABLES', 'EVENTS', 'DEAD_LETTERS',
            'PIPELINE_METRICS', 'VIEW_TABLES', 'STAGED_EVENTS', 'COLD_OUTBOX',
-           'ACTIVE_USER_PERIODS', 'INTERNAL_TABLES', 'arrow_schema',
+           'ACTIVE_USER_PERIODS', 'COMMIT_LOCK', 'INTERNAL_TABLES', 'arrow_schema',
            'duckdb_ddl']
 
 
@@ -73,7 +73,7 @@ STAGED_EVENTS = Table('events', EVENTS.columns + _cols('''
 # two (a pending commit is exported by the next run that commits).
 COLD_OUTBOX = Table('cold_outbox', EVENTS.columns + _cols('''
     commit_id STRING!
-    '''), ('idempotency_key',))
+    '''), ())  # no index to keep: `events` holds each key once already
 
 # The user sets behind `active_users_15m`: one row per user active (in a
 # stored event the view counts) in a 5-minute period of a tenant. A sliding
@@ -141,6 +141,16 @@ ACTIVE_USERS_15M = Table('active_users_15m', _cols('''
 VIEW_TABLES = (USER_ACTIVITY_HOURLY, EVENT_COUNTS_1M, ACTIVE_USERS_15M)
 TABLES: Dict[str, Table] = {
     t.name: t for t in (EVENTS, DEAD_LETTERS, PIPELINE_METRICS) + VIEW_TABLES}
+# BigQuery only: one row every commit transaction updates first, so that two
+# jobs' commits conflict and run one after the other (BigQuery lets two
+# transactions that only insert run at once, and two could then both store
+# one key, or both create one view row). DuckDB has one writer at a time.
+COMMIT_LOCK = Table('commit_lock', _cols('''
+    lock_id INT64!
+    holder STRING
+    updated_at TIMESTAMP
+    '''), ('lock_id',))
+
 # Tables the sinks keep for themselves (not contract outputs).
 INTERNAL_TABLES: Dict[str, Table] = {
     t.name: t for t in (COLD_OUTBOX, ACTIVE_USER_PERIODS)}
@@ -167,5 +177,7 @@ def duckdb_ddl(table: Table) -> str:
   columns = ',\n  '.join(
       '%s %s%s' % (c.name, _DUCKDB[c.type], '' if c.nullable else ' NOT NULL')
       for c in table.columns)
+  if not table.key:
+    return 'CREATE TABLE IF NOT EXISTS %s (\n  %s\n)' % (table.name, columns)
   return 'CREATE TABLE IF NOT EXISTS %s (\n  %s,\n  PRIMARY KEY (%s)\n)' % (
       table.name, columns, ', '.join(table.key))

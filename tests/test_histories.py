@@ -124,7 +124,7 @@ def test_two_runs_at_once_over_the_halves(stream, tmp_path):
       args[args.index('--hot_sink') + 1] = 'duckdb:' + db
       args[args.index('--cold_path') + 1] = db + '.cold'
       run_module(*args)
-    except AssertionError as e:  # the failed command's output
+    except Exception as e:  # the failed command's output, or the test's error
       failures.append(e)
   runs = [threading.Thread(target=run, args=(part, name)) for part, name in (
       (files[:2], '.a'), (files[2:], '.b'))]

@@ -1,4 +1,5 @@
-"""The BigQuery hot warehouse sink: staged rows, MERGE commits, `sink_failed` letters.
+"""The BigQuery hot warehouse sink: staged rows, transactional commits,
+`sink_failed` letters.
 
 The same shape as the DuckDB sink, for a warehouse many workers share:
 
@@ -10,20 +11,24 @@ The same shape as the DuckDB sink, for a warehouse many workers share:
   `internalError`, `timeout`, `rateLimitExceeded`, and `stopped`: a valid row
   held back by an invalid one in the same request) are retried with backoff; a
   rejected `events` row becomes a `sink_failed` dead letter carrying BigQuery's
-  error and the original record. A rejected view, dead-letter or metrics row is
+  error and the original record. A rejected dead-letter or metrics row is
   not an input record: the bundle fails loudly instead (a schema mismatch to
   fix, not data to park).
-* Commit: one step MERGEs what was staged into the targets: `events` insert if
-  the key is absent (a rerun adds nothing), `dead_letters` by id, views upsert
-  only by a pane with a higher count (a late pane replaces the row, an older
-  retried one never does). In batch it runs once, at the end, and drops the
-  staging tables; in streaming it runs every few seconds on the rows staged
-  since the previous commit (less a margin; MERGE is idempotent), as staged rows
+* Commit: one multi-statement transaction (`events_commit_script`) inserts the
+  staged events not yet stored, their rows in the cold tier's outbox and their
+  late letters, and adds them to the views (`view_sql`), so the tables stay
+  exact whatever the history of runs; its first statement updates the one
+  row of `commit_lock`, so two jobs' commits conflict and run one after the
+  other, and a commit that lost such a race is run again (`retry_races`).
+  `dead_letters` are merged by id. The commit then exports the outbox to the
+  cold tier. In batch it runs once, at the end, and drops the staging tables;
+  in streaming it runs every few seconds on the rows staged since the previous
+  commit (less a margin: a row read twice is stored once), as staged rows
   cannot be deleted while in BigQuery's streaming buffer.
 
 Targets are created if missing: partitioned by day (`events.event_time`,
 views' `window_start`, `dead_letters.failed_at`, `pipeline_metrics.recorded_at`)
-and clustered by `tenant_id`.
+and clustered by `tenant_id` (`events` by `tenant_id, event_time`).
 """
 import datetime
 import hashlib
@@ -113,6 +118,11 @@ def ensure_tables(client, project, dataset):
   an existing one: an operator's table is used as it is)."""
   from google.cloud import bigquery
   client.create_dataset('%s.%s' % (project, dataset), exists_ok=True)
+  lock = '%s.%s.%s' % (project, dataset, tables.COMMIT_LOCK.name)
+  client.create_table(bigquery.Table(lock, schema=bq_schema(
+      tables.COMMIT_LOCK)), exists_ok=True)
+  client.query('INSERT INTO `%s` (lock_id) SELECT 1 FROM UNNEST([1]) WHERE NOT '
+               'EXISTS (SELECT 1 FROM `%s`)' % (lock, lock)).result()
   for table in list(tables.TABLES.values()) + list(
       tables.INTERNAL_TABLES.values()):
     target = bigquery.Table('%s.%s.%s' % (project, dataset, table.name),
@@ -184,6 +194,7 @@ class _StageFn(beam.DoFn):
     self._sink_failed = Metrics.counter(
         ns, counters.dead_letter_counter(SINK_FAILED))
     self._retried = Metrics.counter(ns, 'bigquery_rows_retried')
+    self._staged = Metrics.counter(ns, counters.EVENTS_STAGED)
 
   def teardown(self):
     client = getattr(self, '_client', None)
@@ -230,7 +241,8 @@ class _StageFn(beam.DoFn):
     rows = list(rows)
     parked = False
     for start in range(0, len(rows), _ROWS_PER_REQUEST):
-      rejected = self._insert(self._name, rows[start:start + _ROWS_PER_REQUEST])
+      chunk = rows[start:start + _ROWS_PER_REQUEST]
+      rejected = self._insert(self._name, chunk)
       if rejected and self._name != tables.EVENTS.name:
         raise IOError('bigquery rejected %d %s rows (not input records, so no '
                       'dead letters): %s' % (len(rejected), self._name,
@@ -238,6 +250,8 @@ class _StageFn(beam.DoFn):
       if rejected:
         self._park(rejected)
         parked = True
+      if self._name == tables.EVENTS.name:  # rejected rows became letters
+        self._staged.inc(len(chunk) - len(rejected))
     yield _COMMIT_KEY, (self._name, None)
     if parked:
       yield _COMMIT_KEY, (tables.DEAD_LETTERS.name, None)
@@ -291,6 +305,10 @@ def events_commit_script(prefix, staging, streaming):
   letters = ', '.join(tables.DEAD_LETTERS.column_names)
   statements = [
       'BEGIN TRANSACTION',
+      # First: a write every commit makes, so concurrent commits conflict
+      # and one runs again after the other (`tables.COMMIT_LOCK`).
+      'UPDATE `%s.commit_lock` SET holder = @commit, updated_at = @now WHERE '
+      'TRUE' % prefix,
       'CREATE TEMP TABLE staged_events AS SELECT * EXCEPT (%s) FROM `%s` '
       'WHERE %s >= @since' % (STAGED_AT, staging, STAGED_AT),
       'CREATE TEMP TABLE fresh AS SELECT s.* FROM staged_events s WHERE NOT '
@@ -328,7 +346,7 @@ class _CommitFn(beam.DoFn):
     self._client = bigquery_client(self._project, self._endpoint)
     self._since = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
     self._counters = CommitCounters()
-    self._floor = NO_FLOOR
+    self._floor = self._finalized = NO_FLOOR
 
   def teardown(self):
     client = getattr(self, '_client', None)
@@ -383,11 +401,14 @@ class _CommitFn(beam.DoFn):
           events_commit_script(prefix, events, streaming), **params)[0]
       result['events'] = (staged_n, stored)
       result['late_letters'] = (late, late)
-    elif streaming:
+      self._finalized = floor
+    elif streaming and floor > self._finalized:
+      # The watermark moved: early rows whose window it passed are final.
       for table in tables.VIEW_TABLES:
         self._query("UPDATE `%s.%s` SET pane_timing = 'ON_TIME' WHERE "
                     "pane_timing = 'EARLY' AND UNIX_MICROS(window_end) <= "
                     '@floor' % (prefix, table.name), floor=floor)
+      self._finalized = floor
     if self._final:
       for name in names:
         self._client.delete_table(_staging_id(

@@ -13,6 +13,11 @@ UNKNOWN_FIELDS = 'unknown_fields'
 DUPLICATES = 'duplicates'
 EVENTS_WRITTEN = 'events_written'
 EVENTS_ALREADY_STORED = 'events_already_stored'
+# Events rows handed to the hot sink (counted where they are staged, once
+# per row: a streaming commit may read a staged row again). Those its
+# commits did not store were stored already: `events_already_stored` is
+# `events_staged - events_written` (`pipelines.summary.read_counters`).
+EVENTS_STAGED = 'events_staged'
 DEAD_LETTERS = 'dead_letters'
 DEAD_LETTERS_WRITTEN = 'dead_letters_written'
 ENRICHMENT_FALLBACKS = 'enrichment_fallbacks'

@@ -4,12 +4,14 @@ Rows of every table are batched (`BatchElements`) and written as content-named
 Parquet staging files by any worker. The file paths are then gathered on one key
 and a single commit step loads them all in one DuckDB transaction:
 
-* `events`: insert, first write wins (`ON CONFLICT DO NOTHING` on
-  `idempotency_key`), so a rerun or a retried bundle leaves the same rows; rows
-  already stored are counted, not lost.
+* `events`: the staged rows whose key is not stored yet are inserted (first
+  write wins), so a rerun or a retried bundle leaves the same rows; rows
+  already stored are counted, not lost. In the same transaction their late
+  letters are written, their rows go to the cold tier's outbox, and the views
+  grow by exactly them (`view_sql`): exact whatever the history of runs.
 * `dead_letters`: insert, keyed by a stable id (kind, origin, bytes).
-* views: upsert by their key, the newest pane winning.
 
+After the commit, the outbox is exported to the cold tier (`cold_sink`).
 One writer process, one transaction: a multi-process run cannot hit DuckDB's file
 lock, and a failed commit leaves nothing half-written (the runner retries it; the
 staging files are removed only after the commit).
@@ -26,11 +28,14 @@ import duckdb
 
 from schemas import tables
 from schemas.rows import REPLAY_ORIGIN
-from transforms import view_sql
+from apache_beam.metrics import Metrics
+
+from transforms import counters, view_sql
 from transforms.cold_sink import COLD_FILES, export_outbox
 from transforms.files import remove_empty_local_folders
-from transforms.staging import (CommitCounters, split_markers, stage_and_commit,
-                                staged_table, write_staging_file)
+from transforms.staging import (CommitCounters, count_staged, split_markers,
+                                stage_and_commit, staged_table,
+                                write_staging_file)
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry',
            'commit_memory_limit', 'staging_dir_of', 'MEMORY_LIMIT_PATTERN',
@@ -340,10 +345,14 @@ class _StageFn(beam.DoFn):
     self._staging_dir = staging_dir
     self._table_name = table_name
 
+  def setup(self):
+    self._staged = Metrics.counter(counters.NAMESPACE, counters.EVENTS_STAGED)
+
   def process(self, rows):
-    yield (_COMMIT_KEY,
-           (self._table_name, write_staging_file(
-               self._staging_dir, staged_table(self._table_name), rows)))
+    path = write_staging_file(self._staging_dir, staged_table(self._table_name),
+                              rows)
+    count_staged(self._staged, self._table_name, rows)
+    yield _COMMIT_KEY, (self._table_name, path)
 
 
 class _CommitFn(beam.DoFn):

@@ -27,7 +27,7 @@ from transforms.files import write_atomically
 
 __all__ = ['write_staging_file', 'rows_to_table', 'stage_and_commit',
            'streaming_flush', 'split_markers', 'staged_table', 'CommitCounters',
-           'FLOOR']
+           'FLOOR', 'count_staged']
 
 
 # A marker that carries no staged file: a late-data gate's report of the
@@ -94,13 +94,18 @@ def staged_table(name: str) -> Table:
       tables.TABLES[name]
 
 
+def count_staged(counter, table_name, rows):
+  """Counts the events rows a sink stages (`counters.EVENTS_STAGED`)."""
+  if table_name == tables.EVENTS.name:
+    counter.inc(rows.num_rows if isinstance(rows, pa.Table) else len(rows))
+
+
 class CommitCounters(object):
   """The counters a hot commit and its cold export count."""
 
   def __init__(self):
     ns = counters.NAMESPACE
     self._events_written = Metrics.counter(ns, counters.EVENTS_WRITTEN)
-    self._events_already = Metrics.counter(ns, counters.EVENTS_ALREADY_STORED)
     self._letters_written = Metrics.counter(ns, counters.DEAD_LETTERS_WRITTEN)
     self._late = Metrics.counter(ns, counters.dead_letter_counter(LATE_EVENT))
     self.cold_rows = Metrics.counter(ns, 'cold_rows_written')
@@ -110,9 +115,7 @@ class CommitCounters(object):
     """Counts `result`: {table: (staged rows, written)}, late letters as
     `late_letters`."""
     if tables.EVENTS.name in result:
-      staged_rows, written = result[tables.EVENTS.name]
-      self._events_written.inc(written)
-      self._events_already.inc(staged_rows - written)
+      self._events_written.inc(result[tables.EVENTS.name][1])
     letters = result.get(tables.DEAD_LETTERS.name, (0, 0))[1]
     late = result.get('late_letters', (0, 0))[1]
     self._letters_written.inc(letters + late)

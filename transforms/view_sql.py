@@ -106,19 +106,26 @@ def duckdb_view_statements(streaming: bool):
       "to_seconds(%d * k) AS window_start, tenant_id FROM (SELECT DISTINCT "
       'period_start, tenant_id FROM new_periods), range(%d) AS r(k)' % (
           PERIOD_S, windows))
+  # Each touched window's users: the periods it spans (equi-joins only, so
+  # DuckDB hashes them), each member placed in its windows, those touched
+  # kept.
   out.append(
-      'INSERT INTO active_users_15m (%s) SELECT t.window_start, t.window_start '
-      "+ INTERVAL '%d seconds', t.tenant_id, count(DISTINCT a.user_id), %s, "
-      '$now FROM touched t, range(%d) AS r(k) JOIN active_user_periods a ON '
-      'a.tenant_id = t.tenant_id AND a.period_start = t.window_start + '
-      'to_seconds(%d * k) GROUP BY t.window_start, t.tenant_id '
+      'INSERT INTO active_users_15m (%s) WITH needed AS (SELECT DISTINCT '
+      'tenant_id, window_start + to_seconds(%d * k) AS period_start FROM '
+      'touched, range(%d) AS r(k)), members AS (SELECT a.tenant_id, '
+      'a.period_start, a.user_id FROM active_user_periods a JOIN needed USING '
+      '(tenant_id, period_start)), placed AS (SELECT tenant_id, period_start - '
+      'to_seconds(%d * k) AS window_start, user_id FROM members, range(%d) AS '
+      'r(k)) SELECT window_start, window_start + INTERVAL \'%d seconds\', '
+      'tenant_id, count(DISTINCT user_id), %s, $now FROM placed JOIN touched '
+      'USING (tenant_id, window_start) GROUP BY window_start, tenant_id '
       'ON CONFLICT (window_start, tenant_id) DO UPDATE SET active_users = '
       "excluded.active_users, pane_timing = CASE WHEN active_users_15m."
       "pane_timing <> 'EARLY' THEN 'LATE' ELSE excluded.pane_timing END, "
       'updated_at = excluded.updated_at' % (
-          ', '.join(tables.ACTIVE_USERS_15M.column_names), spec.size_s,
-          _new_timing_duckdb(spec.size_s, streaming).replace(
-              'window_start', 't.window_start'), windows, PERIOD_S))
+          ', '.join(tables.ACTIVE_USERS_15M.column_names), PERIOD_S, windows,
+          PERIOD_S, windows, spec.size_s,
+          _new_timing_duckdb(spec.size_s, streaming)))
   if streaming:
     out += duckdb_finalize()
   return out
