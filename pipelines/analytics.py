@@ -17,6 +17,7 @@ import os
 # time. Arrow fixes its allocator when pyarrow is imported, so this comes first.
 os.environ.setdefault('ARROW_DEFAULT_MEMORY_POOL', 'system')
 
+import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -47,6 +48,33 @@ def run(argv=None) -> dict:
   counted = not (standard.streaming and is_local(options)) or \
       local_streaming.mend()
   started = time.monotonic()
+  try:
+    counts = _run_pipeline(options, run_id, hot, counted, started)
+  except dlq.DeadLetterAlert:
+    raise  # the run itself succeeded, and is recorded so
+  except Exception as failure:
+    # A failed run is recorded too (monitoring pages on it), then raised.
+    try:
+      _record(hot, opts, run_id, summary.run_outcome(
+          False, time.monotonic() - started))
+    except Exception as unrecorded:  # the warehouse itself may be the fault
+      logging.warning('run %s failed (%s) and could not be recorded: %s',
+                      run_id, failure, unrecorded)
+    raise
+  return counts
+
+
+def _record(hot, opts, run_id, counts):
+  """Writes a run's counters to the hot warehouse's `pipeline_metrics`."""
+  if hot.kind == 'bigquery':
+    bigquery_sink.write_metrics(hot.project, hot.dataset, opts.bigquery_endpoint,
+                                run_id, counts, utcnow())
+  else:
+    summary.write_metrics(hot.target, run_id, counts, utcnow())
+
+
+def _run_pipeline(options, run_id, hot, counted, started):
+  opts = options.view_as(AnalyticsOptions)
   pipeline = beam.Pipeline(options=options)
   build(pipeline, options)
   result = pipeline.run()
@@ -58,15 +86,14 @@ def run(argv=None) -> dict:
     print('streaming run %s ended after %.1f s; the local runner\'s counters are '
           'incomplete, so none are written to pipeline_metrics: read the tables'
           % (run_id, seconds))
+    _record(hot, opts, run_id, summary.run_outcome(True, seconds))
     return counts
   if hot.kind == 'bigquery':
     waiting = bigquery_sink.depth(hot.project, hot.dataset, opts.bigquery_endpoint)
-    counts.update(dlq.dlq_metrics(counts, waiting))
-    bigquery_sink.write_metrics(hot.project, hot.dataset, opts.bigquery_endpoint,
-                                run_id, counts, utcnow())
   else:
-    counts.update(dlq.dlq_metrics(counts, dlq.depth(hot.target)))
-    summary.write_metrics(hot.target, run_id, counts, utcnow())
+    waiting = dlq.depth(hot.target)
+  counts.update(dlq.dlq_metrics(counts, waiting))
+  _record(hot, opts, run_id, dict(counts, **summary.run_outcome(True, seconds)))
   print(summary.format_summary(run_id, counts, seconds))
   print(summary.format_step_times(times))
   fired = dlq.alerts(counts, opts.dlq_alert_threshold, opts.dlq_alert_rate)

@@ -151,6 +151,7 @@ def run(argv=None) -> dict:
   bounds, repairs = _check(options.view_as(ReplayOptions))
   replay = options.view_as(ReplayOptions)
   db_path = HotSink(opts.hot_sink).target
+  begun = time.monotonic()
   letters = select_letters(db_path, replay.kind, replay.tenant,
                            bounds.get('since'), bounds.get('until'))
   run_id = 'replay-%s-%s' % (utcnow().strftime('%Y%m%dT%H%M%SZ'),
@@ -191,7 +192,8 @@ def run(argv=None) -> dict:
     result.update(replay_landed=len(records) - len(failing),
                   replay_still_failing=len(failing))
     logging.info('replay took %.1f s', time.monotonic() - clock)
-  summary.write_metrics(db_path, run_id, result, utcnow())
+  summary.write_metrics(db_path, run_id, dict(result, **summary.run_outcome(
+      True, time.monotonic() - begun)), utcnow())
   print('replay %s: replayed %d (repaired %d): landed %d (events written %d, '
         'duplicates or already stored %d), still failing %d' % (
             run_id, result['replay_selected'], result['replay_repaired'],

@@ -4,6 +4,7 @@
     GET /v1/views/{view}?start=&end=     a view's rows, RFC 3339 bounds on window_start
     GET /v1/events?start=&end=           events, bounds on event_time (hot and cold)
     GET /v1/events/{idempotency_key}     one event (read-after-write on hot)
+    GET /metrics                         Prometheus metrics (admin keys only)
     GET /                                the dashboard (assets under /static)
 
 Every call needs `X-API-Key`: an unknown or missing key is 401, a view outside
@@ -12,6 +13,11 @@ filtered by the caller's tenant (an admin sees every tenant). Each answer
 carries `tiers`, `staleness_seconds` (now minus the newest `updated_at` /
 `processed_at` among the rows read), `consistency` and, for views, the newest
 final window, in the body and as `X-` headers.
+
+`/metrics` (`serving/metrics.py`) is read with an admin key, as Prometheus
+sends it (`Authorization: Bearer <key>`) or as `X-API-Key`: it carries
+aggregates of every tenant (counts per tenant, never a row), so a reader key
+gets 403.
 """
 import datetime
 import math
@@ -20,10 +26,11 @@ import re
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.staticfiles import StaticFiles
 
-from serving import queries
+from serving import metrics, queries
 from serving.backends import Unavailable
 from transforms.timestamps import format_utc, parse_rfc3339
 
@@ -167,6 +174,20 @@ def create_app(hot, cold, catalog, api_keys, hot_retention_days=7.0,
       raise HTTPException(404, 'no event %s for this caller' % key)
     return respond(answer, exposure, exposure.key_consistency or
                    exposure.consistency, exposure.freshness_column)
+
+  @app.get('/metrics', include_in_schema=False)
+  def prometheus_metrics(authorization: str = Header(default='', max_length=256),
+                         x_api_key: str = Header(default='', max_length=256)):
+    key = authorization[len('Bearer '):] if authorization.startswith(
+        'Bearer ') else x_api_key
+    who = api_keys.get(key) if key else None
+    if who is None:
+      raise HTTPException(401, 'an admin key is required (Authorization: '
+                          'Bearer <key>)', headers={'WWW-Authenticate': 'Bearer'})
+    if not who.is_admin:
+      raise HTTPException(403, 'metrics are for admin keys')
+    return Response(metrics.exposition(hot, clock), media_type=CONTENT_TYPE_LATEST,
+                    headers={'Cache-Control': 'no-store'})
 
   @app.get('/', include_in_schema=False)
   def dashboard():

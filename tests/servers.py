@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 __all__ = ['free_port', 'RedisServer', 'BigQueryEmulator', 'BeamJobService',
-           'ApiServer']
+           'ApiServer', 'PrometheusServer']
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -182,3 +182,41 @@ class ApiServer(_ServerProcess):
     except urllib.error.HTTPError as e:
       return e.code == 401
     return True
+
+
+class PrometheusServer(_ServerProcess):
+  """A real Prometheus (Debian's `prometheus` package, 2.42) on a free
+  loopback port, with its own config, rules and storage in `folder`."""
+
+  name = 'prometheus'
+
+  def __init__(self, folder, config):
+    super().__init__()
+    self.binary = shutil.which('prometheus')
+    if self.binary is None:
+      raise RuntimeError('prometheus is not installed: apt-get install '
+                         'prometheus (run_tests.sh does this as root)')
+    self.folder, self.port = folder, free_port()
+    self.config = os.path.join(folder, 'prometheus.yml')
+    with open(self.config, 'w') as f:
+      f.write(config)
+
+  @property
+  def url(self):
+    return 'http://127.0.0.1:%d' % self.port
+
+  def _command(self):
+    return [self.binary, '--config.file', self.config,
+            '--storage.tsdb.path', os.path.join(self.folder, 'data'),
+            '--web.listen-address', '127.0.0.1:%d' % self.port,
+            '--log.level', 'warn']
+
+  def _ready(self):
+    urllib.request.urlopen(self.url + '/-/ready', timeout=1)
+    return True
+
+  def api(self, path):
+    """A JSON answer of its HTTP API (`path` under /api/v1/)."""
+    import json
+    with urllib.request.urlopen(self.url + '/api/v1/' + path, timeout=5) as r:
+      return json.load(r)['data']

@@ -209,13 +209,41 @@ def test_dashboard_renders_the_callers_charts_in_chromium(server):
   events = api_rows('event_counts_1m', 2)
   assert int(charts['events']) == len(events) > 0
   assert int(charts['users']) == len(api_rows('active_users_15m', 6)) > 0
-  letters = api_rows('dead_letter_counts', 24 * 7)
+  letters = api_rows('dead_letter_counts', 24)
   assert int(charts['letters']) == len(letters) > 0
   bars = re.findall(r'<rect class="bar"[^>]*data-series="([^"]+)"[^>]*'
                     r'data-value="(\d+)"', dom)
   drawn = sum(int(v) for s, v in bars if s in {'page_view', 'click', 'purchase'})
   assert drawn == sum(r['event_count'] for r in events)
+  # The dead-letter trend: its bars add up to the letters per minute.
+  kinds = {r['error_kind'] for r in letters}
+  assert sum(int(v) for s, v in bars if s in kinds) == sum(
+      r['dead_letters'] for r in letters)
+  # Time axes with ticks on both axes, and each bar's values on hover.
+  assert len(re.findall(r'class="axis tick x"[^>]*>\d\d:\d\d<', dom)) >= 3
+  assert len(re.findall(r'class="axis tick y"', dom)) >= 6
+  titles = re.findall(r'<g class="bar-group"[^>]*><title>([^<]*)</title>', dom)
+  assert len(titles) >= len({r['window_start'] for r in events})
+  assert any(re.search(r'\d\d:\d\d\n(click|page_view|purchase): \d+', t)
+             for t in titles)
+  # Freshness per view, from the answers' staleness.
+  fresh = dict(re.findall(r'<tr data-view="(\w+)"><td>\w+</td><td>([^<]+)</td>',
+                          dom))
+  assert set(fresh) == {'event_counts_1m', 'active_users_15m',
+                        'dead_letter_counts'}
+  assert all(value.endswith(' s') for value in fresh.values())
   assert 'cdn' not in dom.lower() and 'https://' not in dom
+  # A screenshot in the tests' output folder (out/test-output/, kept).
+  shot = os.path.join(ROOT, 'out', 'test-output', 'dashboard.png')
+  os.makedirs(os.path.dirname(shot), exist_ok=True)
+  subprocess.run(
+      [chromium, '--headless', '--no-sandbox', '--disable-gpu',
+       '--virtual-time-budget=15000', '--hide-scrollbars',
+       '--window-size=1000,1500', '--screenshot=' + shot,
+       server.url + '/#key=' + A], capture_output=True, timeout=120)
+  with open(shot, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  print('dashboard screenshot: %s' % shot)
 
 
 def test_api_answers_while_a_writer_commits(warehouse, server):
