@@ -23,13 +23,14 @@ setuptools.setup(
     description='Real-time analytics on Apache Beam: contract-checked events, '
     'dedup, enrichment, event-time views, hot and cold tiers, dead letters.',
     python_requires='>=3.10',
-    packages=setuptools.find_packages(include=['pipelines', 'pipelines.*',
-                                               'transforms', 'transforms.*',
-                                               'schemas', 'schemas.*',
-                                               'producer', 'producer.*',
-                                               'serving', 'serving.*']),
-    package_data={'schemas': ['avro/*.avsc', 'avro/*.json'],
-                  'serving': ['catalog.json', 'static/*']},
+    # Namespace packages too: the data folders (schemas/avro, serving/static)
+    # are packages of their own to setuptools, which otherwise warns about
+    # each at every install.
+    packages=setuptools.find_namespace_packages(include=[
+        'pipelines', 'pipelines.*', 'transforms', 'transforms.*', 'schemas',
+        'schemas.*', 'producer', 'producer.*', 'serving', 'serving.*']),
+    package_data={'schemas.avro': ['*.avsc', '*.json'],
+                  'serving': ['catalog.json'], 'serving.static': ['*']},
     include_package_data=True,
     install_requires=_requirements(),
     extras_require={'test': _requirements(test=True)},

@@ -51,7 +51,8 @@ from transforms.sources import ReadRecords, WatchRecords
 from transforms.stores import profile_store
 from transforms.windows import FLOORS, LateDataGate, ViewPolicy
 
-__all__ = ['build', 'utcnow', 'is_batched', 'is_micro_batched', 'is_local']
+__all__ = ['build', 'utcnow', 'is_batched', 'is_micro_batched', 'is_local',
+           'runs_here']
 
 
 def utcnow():
@@ -68,6 +69,19 @@ def is_batched(options) -> bool:
 def is_local(options) -> bool:
   """The DirectRunner (or one of its local runners by name)."""
   return options.view_as(StandardOptions).runner in _LOCAL_RUNNERS
+
+
+def runs_here(options) -> bool:
+  """The job runs in this process: a local runner, or PortableRunner with
+  LOOPBACK workers (which live in the launching process). Anything else
+  (Dataflow, Flink) is submitted and runs elsewhere."""
+  from apache_beam.options.pipeline_options import PortableOptions
+  runner = options.view_as(StandardOptions).runner
+  if runner in _LOCAL_RUNNERS + ('FnApiRunner',):
+    return True
+  return runner == 'PortableRunner' and (
+      options.view_as(PortableOptions).environment_type or '').upper() == \
+      'LOOPBACK'
 
 
 def is_micro_batched(options) -> bool:

@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.checks import HotSink, UsageError, check_values
 
 __all__ = ['AnalyticsOptions', 'UsageError', 'parse_args', 'HotSink',
-           'lookup_settings']
+           'lookup_settings', 'help_text', 'HELP_GROUPS']
 
 
 def _flag(value) -> bool:
@@ -194,6 +194,11 @@ class AnalyticsOptions(PipelineOptions):
         help='Rows per staging file written to the hot warehouse at most. '
         'Default: 50000.')
     parser.add_argument(
+        '--wait', type=_flag, nargs='?', const=True, default=False,
+        help='On a runner other than the local ones (Dataflow, Flink): block '
+        'until the job ends and print its final state, instead of returning '
+        'once it is submitted. Default: false.')
+    parser.add_argument(
         '--duckdb_memory_limit', default='auto',
         help='Memory the DuckDB commit may use (DuckDB\'s memory_limit); past '
         'it DuckDB spills rows to <warehouse>.tmp, a little slower, but the '
@@ -249,12 +254,76 @@ def lookup_settings(opts):
       fallback=opts.enrichment_fallback == 'unknown')
 
 
+# The groups `--help` lists the flags in; every flag is in one (a test checks).
+HELP_GROUPS = (
+    ('input', ('input', 'input_watch', 'watch_interval_s', 'watch_duration_s',
+               'input_subscription', 'input_topic', 'timestamp_attribute',
+               'kafka_bootstrap', 'kafka_topic', 'kafka_group_id',
+               'kafka_offset_reset', 'kafka_max_poll_records',
+               'kafka_commit_on_finalize', 'kafka_expansion_service',
+               'registry', 'read_batch_size')),
+    ('enrichment', ('profiles', 'enrichment', 'enrichment_fallback',
+                    'cache_size', 'cache_ttl_s', 'redis_url', 'redis_ttl_s',
+                    'lookup_timeout_s', 'lookup_max_retries',
+                    'lookup_backoff_initial_s', 'lookup_backoff_max_s',
+                    'lookup_backoff_multiplier', 'breaker_threshold',
+                    'breaker_reset_s')),
+    ('windows and dedup', ('allowed_lateness', 'dedup_ttl', 'early_firing_s')),
+    ('sinks', ('hot_sink', 'cold_path', 'bigquery_endpoint', 'batch_size',
+               'duckdb_memory_limit', 'cold_max_rows_per_file',
+               'mask_fields')),
+    ('operations', ('dlq_alert_threshold', 'dlq_alert_rate',
+                    'fail_on_dlq_alert', 'execution', 'wait')),
+)
+
+_HELP_EPILOG = """\
+Beam's own options are taken as well: --runner (DirectRunner by default;
+DataflowRunner, FlinkRunner, PortableRunner), --streaming, --project,
+--region, --temp_location, --setup_file, --max_num_workers, ... The full
+list: https://beam.apache.org/releases/pydoc/current/apache_beam.options.pipeline_options.html
+(a run on DataflowRunner or FlinkRunner is submitted, its id printed, and the
+command returns: --wait blocks until the job ends; see docs/operations.md).
+"""
+
+
+def help_text(prog='python -m pipelines.analytics') -> str:
+  """`--help`: every flag of `AnalyticsOptions`, grouped, with its help and
+  default, and where Beam's options are."""
+  flags = argparse.ArgumentParser(add_help=False)
+  AnalyticsOptions._add_argparse_args(flags)
+  actions = {a.dest: a for a in flags._actions}
+  parser = argparse.ArgumentParser(
+      prog=prog, add_help=False, epilog=_HELP_EPILOG,
+      usage='%(prog)s [flags below] [Beam options]',
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      description='The analytics job: records in (files, Pub/Sub, Kafka), '
+      'the hot warehouse (DuckDB, BigQuery), the cold Parquet store and the '
+      'dead letters out. Example:\n  %s --input \'data/events/*.jsonl\' '
+      '--profiles data/profiles.jsonl \\\n      --hot_sink '
+      'duckdb:out/warehouse.duckdb --cold_path out/cold' % prog)
+  for title, names in HELP_GROUPS:
+    group = parser.add_argument_group(title)
+    for name in names:
+      action = actions[name]
+      group.add_argument(*action.option_strings, help=action.help,
+                         metavar='true|false' if action.nargs == '?' else (
+                             '|'.join(action.choices) if action.choices
+                             else name.upper()))
+  parser.add_argument_group('help').add_argument(
+      '-h', '--help', action='store_true', help='Print this and exit.')
+  return parser.format_help()
+
+
 def parse_args(argv, needs_input=True) -> PipelineOptions:
   """Parses and checks the command line; raises UsageError naming the flag.
+  `--help` (or `-h`) prints `help_text()` and exits 0.
 
   `needs_input=False` is for jobs with their own source (the replay job).
   """
   argv = list(argv)
+  if '--help' in argv or '-h' in argv:
+    print(help_text())
+    raise SystemExit(0)
   _check_unknown(argv)
   try:
     options = PipelineOptions(argv)

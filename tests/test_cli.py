@@ -281,3 +281,46 @@ def test_a_command_freezes_what_is_alive_when_it_ends(fails):
     assert gc.get_freeze_count() > 0
   finally:
     gc.unfreeze()
+
+
+def test_help_lists_every_flag_grouped_with_its_default():
+  from pipelines.options import AnalyticsOptions, HELP_GROUPS
+  import argparse
+  done = run_module('pipelines.analytics', '--help')
+  text = done.stdout
+  flags = argparse.ArgumentParser(add_help=False)
+  AnalyticsOptions._add_argparse_args(flags)
+  names = {a.dest for a in flags._actions}
+  grouped = [n for _, group in HELP_GROUPS for n in group]
+  assert sorted(grouped) == sorted(names), 'every flag in exactly one group'
+  headers = [text.index('\n%s:\n' % title) for title, _ in HELP_GROUPS]
+  assert headers == sorted(headers)
+  for name in names:
+    assert '--%s ' % name in text
+  assert text.count('Default:') >= len(names) - 1  # --input: required instead
+  assert '--runner' in text and 'pipeline_options' in text
+  assert done.stderr == ''
+
+
+def test_a_dataflow_dry_run_builds_the_job_through_the_command_offline():
+  done = run_module(
+      'pipelines.analytics', '--runner', 'DataflowRunner', '--dry_run=True',
+      '--project', 'my-project', '--region', 'us-central1', '--temp_location',
+      'gs://my-bucket/tmp', '--streaming', '--input_subscription',
+      'projects/my-project/subscriptions/events', '--hot_sink',
+      'bigquery:my-project.analytics', '--cold_path', 'gs://my-bucket/cold',
+      timeout=120)
+  assert done.stdout.startswith('dry run ') and 'not submitted' in done.stdout
+  assert done.stderr == ''
+
+
+def test_a_local_run_prints_only_its_summary(tmp_path):
+  data = str(tmp_path / 'data')
+  generate(data, events=300, users=10, tenants=2, files=2, seed=3)
+  done = run_module('pipelines.analytics', '--input', data + '/events/*.jsonl',
+                    '--hot_sink', 'duckdb:' + str(tmp_path / 'w.duckdb'),
+                    '--cold_path', str(tmp_path / 'cold'))
+  assert done.stderr == '', done.stderr  # no gRPC or Beam log lines
+  lines = done.stdout.splitlines()
+  assert len(lines) == 2 and lines[0].startswith('run ') and \
+      lines[1].startswith('time per step')
