@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 
 __all__ = ['free_port', 'RedisServer', 'BigQueryEmulator', 'BeamJobService',
-           'ApiServer', 'PrometheusServer']
+           'ApiServer', 'PrometheusServer', 'PubSubEmulator']
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -220,3 +220,59 @@ class PrometheusServer(_ServerProcess):
     import json
     with urllib.request.urlopen(self.url + '/api/v1/' + path, timeout=5) as r:
       return json.load(r)['data']
+
+
+class PubSubEmulator(_ServerProcess):
+  """Google's Pub/Sub emulator (Debian's `google-cloud-cli-pubsub-emulator`,
+  on Debian 12 machines of this kind; Java 17) on a free loopback port,
+  started as `gcloud beta emulators pubsub start`. gcloud starts a Java child:
+  the whole process group is stopped."""
+
+  name = 'the Pub/Sub emulator'
+  timeout_s = 60
+
+  def __init__(self, project='test-proj'):
+    super().__init__()
+    self.gcloud = shutil.which('gcloud')
+    if self.gcloud is None:
+      raise RuntimeError('gcloud is not installed (Debian 13 machines of this '
+                         'kind lack Google\'s packages)')
+    self.project, self.port = project, free_port()
+
+  @property
+  def host(self):
+    return '127.0.0.1:%d' % self.port
+
+  def _command(self):
+    return [self.gcloud, 'beta', 'emulators', 'pubsub', 'start',
+            '--host-port=%s' % self.host, '--project=%s' % self.project,
+            '--quiet']
+
+  def _popen(self):
+    return subprocess.Popen(self._command(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+  def _ready(self):
+    urllib.request.urlopen('http://%s/v1/projects/%s/topics' % (
+        self.host, self.project), timeout=1)
+    return True
+
+  def stop(self):
+    if self.process is None:
+      return
+    import signal
+    from benchmarks.processes import child_pids
+    family = [self.process.pid]
+    for pid in family:  # gcloud, its Java child, and theirs
+      family.extend(child_pids(pid))
+    for pid in reversed(family):
+      try:
+        os.kill(pid, signal.SIGTERM)
+      except ProcessLookupError:
+        pass
+    self.process.wait(timeout=20)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(
+        os.path.exists('/proc/%d' % pid) for pid in family[1:]):
+      time.sleep(0.1)
+    self.process = None

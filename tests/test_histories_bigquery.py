@@ -2,20 +2,17 @@
 BigQuery API): the histories of `test_histories.py`, recounted the same way,
 in SQL, over the BigQuery tables read back (each view from `events`), and
 the cold tier's keys against the hot tier's."""
-import datetime
 import os
 import shutil
 import threading
 
 import duckdb
 import pyarrow as pa
-import pytest
 
 from pipelines.verify import view_mismatches
-from schemas import tables
 from tests.cli import run_module
-from tests.test_histories import (VIEWS, T0, _cold_keys, _raw, _stream_run,
-                                  stream)  # noqa: F401 (the fixture)
+from tests.test_histories import (VIEWS, _cold_keys, _raw, _stream_run,
+                                  stream)  # noqa: F401 (a fixture)
 
 
 def _run(data, files, dataset, cold, endpoint, name):

@@ -8,7 +8,7 @@ import confluent_kafka
 import pytest
 
 from producer import (ContractError, FileEmitter, KafkaEmitter, Producer,
-                      PubSubEmitter, build_event, serialize)
+                      build_event, serialize)
 from producer.__main__ import main as producer_main
 from producer.emitters import KAFKA_IDEMPOTENT_SETTINGS
 from schemas.keys import idempotency_key
@@ -81,34 +81,6 @@ def test_serialised_events_decode_to_the_same_event(fmt):
   assert result.idempotency_key == event['idempotency_key']
   assert result.payload == {'user_id': 'u1', 'url': '/docs', 'referrer': None,
                             'duration_ms': None, 'session_id': 's-1'}
-
-
-class _Future(object):
-  def result(self):
-    return 'message-id'
-
-
-class _RecordingPublisher(object):
-  """Stands in for pubsub_v1.PublisherClient (no Pub/Sub emulator offline)."""
-
-  def __init__(self):
-    self.published = []
-
-  def publish(self, topic, data, ordering_key='', **attributes):
-    self.published.append((topic, data, ordering_key, attributes))
-    return _Future()
-
-
-def test_pubsub_emitter_orders_by_user_and_sets_attributes():
-  publisher = _RecordingPublisher()
-  topic = 'projects/p/topics/events'
-  with Producer(PubSubEmitter(topic, publisher), fmt='avro') as producer:
-    event = producer.send('purchase', dict(PURCHASE), **FACT)
-  [(sent_topic, data, key, attributes)] = publisher.published
-  assert (sent_topic, key) == (topic, 'acme:u1')
-  assert attributes == {k: event[k] for k in (
-      'event_type', 'schema_version', 'tenant_id', 'idempotency_key', 'trace_id')}
-  assert data[:1] == b'\x00'  # Confluent wire format
 
 
 class _RecordingKafka(object):

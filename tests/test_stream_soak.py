@@ -1,8 +1,8 @@
 """The streaming soak in small, as CI can afford: a generated stream (retries,
 bad records of every kind, blank lines, late and too-late events) through the
 local streaming runner, micro-batched, and every table checked against what
-the stream holds (`benchmarks.stream_soak`; its 2,000,000-event run is in the
-README)."""
+the stream holds (`benchmarks.stream_soak`; its 2,000,000-event run is in
+docs/reliability.md)."""
 import json
 import os
 

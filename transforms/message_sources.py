@@ -76,8 +76,8 @@ def kafka_record(message) -> RawRecord:
 
 class ReadKafkaRecords(beam.PTransform):
   """Reads Kafka topics as RawRecords through Beam's cross-language
-  `ReadFromKafka` (a Java expansion service: see the README's operators'
-  section for the jar or service a runner needs).
+  `ReadFromKafka` (a Java expansion service: see docs/operations.md for the
+  jar or service a runner needs).
 
   Args:
     consumer_config: `kafka_consumer_config(...)`.
