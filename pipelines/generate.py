@@ -2,6 +2,7 @@
 
     python -m pipelines.generate --out data --events 200000 [--users 500]
         [--tenants 5] [--files 4] [--seed 7] [--span_hours 6]
+        [--start 2024-03-01T00:00:00Z | --start recent]
 
 Writes `<out>/events/events-NNN.jsonl`, `<out>/profiles.jsonl` and
 `<out>/manifest.json`, which states what was generated (records, blank lines,
@@ -177,10 +178,18 @@ def main(argv=None):
   parser.add_argument('--files', type=int, default=2)
   parser.add_argument('--seed', type=int, default=7)
   parser.add_argument('--span_hours', type=float, default=6)
+  parser.add_argument('--start', default='2024-03-01T00:00:00Z',
+                      help='event time of the first events (RFC 3339 with Z), '
+                      'or "recent": span_hours before now (for a live '
+                      'stream, whose watermark follows the wall clock)')
   args = parser.parse_args(argv)
+  start = args.start
+  if start == 'recent':
+    start = (datetime.datetime.now(_UTC) - datetime.timedelta(
+        hours=args.span_hours)).strftime('%Y-%m-%dT%H:%M:%SZ')
   manifest = generate(args.out, events=args.events, users=args.users,
                       tenants=args.tenants, files=args.files, seed=args.seed,
-                      span_hours=args.span_hours)
+                      span_hours=args.span_hours, start=start)
   json.dump(manifest, sys.stdout, sort_keys=True)
   print()
 

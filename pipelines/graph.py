@@ -42,6 +42,7 @@ from transforms.bigquery_sink import WriteToBigQueryWarehouse
 from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
+from transforms.local_pubsub import HeldInBigQuery, HeldInDuckDB, LocalPubSubRead
 from transforms.local_watch import LocalFileWatch
 from schemas.masking import parse_fields
 from transforms.parallel_decode import DecodeTables
@@ -157,9 +158,23 @@ def _one_local_worker(options) -> bool:
       'FnApiRunner',) and options.view_as(DirectOptions).direct_num_workers == 1)
 
 
+def _held_in(opts):
+  """What the local Pub/Sub read asks before acknowledging a message."""
+  hot = HotSink(opts.hot_sink)
+  if hot.kind == 'bigquery':
+    return HeldInBigQuery(hot.project, hot.dataset, opts.bigquery_endpoint)
+  return HeldInDuckDB(hot.target)
+
+
 def _source(pipeline, opts, batch_size=None):
   """The configured input; a locally watched folder gives `Batch`es of at
   most `batch_size` records when one is given, every other source records."""
+  if opts.input_subscription and is_local(opts):
+    # Beam's local read acknowledges on pull: this one once a commit holds.
+    return pipeline | 'ReadInput' >> LocalPubSubRead(
+        opts.input_subscription, _held_in(opts), opts.watch_interval_s,
+        opts.watch_duration_s or None, registry_path=opts.registry,
+        batch_size=batch_size)
   if opts.input_subscription or opts.input_topic:
     return pipeline | 'ReadInput' >> ReadPubSubRecords(
         opts.input_subscription, opts.input_topic, opts.timestamp_attribute)

@@ -133,11 +133,13 @@ class AnalyticsOptions(PipelineOptions):
         '(fileio.MatchContinuously), e.g. incoming/*.jsonl. Default: none.')
     parser.add_argument(
         '--watch_interval_s', type=float, default=2.0,
-        help='Streaming: seconds between looks at --input_watch. Default: 2.')
+        help='Streaming: seconds between looks at --input_watch (on the local '
+        'runner, also between pulls of --input_subscription). Default: 2.')
     parser.add_argument(
         '--watch_duration_s', type=float, default=0,
-        help='Streaming: stop watching --input_watch after N seconds; 0 watches '
-        'until the job is cancelled. Default: 0.')
+        help='Streaming: stop watching --input_watch (on the local runner, '
+        'reading --input_subscription) after N seconds; 0 goes on until the '
+        'job is cancelled. Default: 0.')
     parser.add_argument(
         '--enrichment', choices=['side_input', 'lookup'], default='side_input',
         help='How profiles are joined: side_input (the whole file as an AsDict) '
