@@ -42,122 +42,27 @@ from apache_beam.metrics import Metrics
 from schemas import tables
 from schemas.records import DeadLetter, SINK_FAILED
 from schemas.rows import dead_letter_row
-from transforms import counters, view_sql
+from transforms import counters
 from transforms.cold_sink import COLD_FILES, export_outbox
 from transforms.duckdb_sink import NO_FLOOR, new_commit_id
 from transforms.staging import (CommitCounters, split_markers, stage_and_commit,
                                 staged_table)
+from transforms.bigquery_tables import (STAGED_AT, bq_schema, ensure_staging,
+                                        ensure_tables, events_commit_script,
+                                        letters_merge, retry_races, staging_id)
 from transforms.stores import bigquery_client
 
 __all__ = ['WriteToBigQueryWarehouse', 'ensure_tables', 'bq_schema',
            'write_metrics', 'depth', 'SOURCE_FIELDS']
 
 _COMMIT_KEY = 'commit'
-STAGED_AT = '_staged_at'
 # Fields an events row carries only for this sink: the original record and its
 # origin, for the `sink_failed` letter of a rejected row. Never written.
 SOURCE_FIELDS = ('_raw', '_origin')
-_PARTITION = {'events': 'event_time', 'dead_letters': 'failed_at',
-              'pipeline_metrics': 'recorded_at', 'cold_outbox': 'processed_at',
-              'active_user_periods': 'period_start'}
 _TRANSIENT = {'backendError', 'internalError', 'timeout', 'rateLimitExceeded',
               'stopped'}
 _ROWS_PER_REQUEST = 500
 _MERGE_MARGIN = datetime.timedelta(minutes=10)
-
-
-def _field(column):
-  from google.cloud import bigquery
-  if column.type == 'STRING_LIST':
-    return bigquery.SchemaField(column.name, 'STRING', mode='REPEATED')
-  return bigquery.SchemaField(
-      column.name, 'STRING' if column.type == 'JSON' else column.type,
-      mode='NULLABLE' if column.nullable else 'REQUIRED')
-
-
-# What BigQuery says when a job lost a race with another (two jobs committing
-# at once, or creating the same table): "Transaction is aborted due to
-# concurrent update", "Could not serialize access to table ... due to
-# concurrent update"; the emulator's "Failed to commit DuckLake transaction".
-# BigQuery's advice is to run the job again: it has changed nothing.
-_CONFLICTS = ('concurrent update', 'serialize access', 'Failed to commit')
-
-
-def _lost_a_race(error) -> bool:
-  from google.api_core import exceptions
-  return isinstance(error, exceptions.GoogleAPICallError) and any(
-      words in str(error) for words in _CONFLICTS)
-
-
-def retry_races(fn, *args, **kwargs):
-  """`fn(*args, **kwargs)`, run again (up to 8 times, with a growing random
-  wait) while BigQuery says it lost a race with a concurrent job; any other
-  error, or a race lost every time, is raised."""
-  import tenacity
-  return tenacity.Retrying(
-      retry=tenacity.retry_if_exception(_lost_a_race),
-      stop=tenacity.stop_after_attempt(8),
-      wait=tenacity.wait_random_exponential(multiplier=0.2, max=5),
-      reraise=True)(fn, *args, **kwargs)
-
-
-def bq_schema(table, staging=False):
-  from google.cloud import bigquery
-  fields = [_field(c) for c in table.columns]
-  if staging:
-    fields.append(bigquery.SchemaField(STAGED_AT, 'TIMESTAMP', mode='REQUIRED'))
-  return fields
-
-
-def _partition_field(table):
-  return _PARTITION.get(table.name, 'window_start')
-
-
-def ensure_tables(client, project, dataset):
-  """Creates the dataset and the contract's tables where missing (never alters
-  an existing one: an operator's table is used as it is)."""
-  from google.cloud import bigquery
-  client.create_dataset('%s.%s' % (project, dataset), exists_ok=True)
-  lock = '%s.%s.%s' % (project, dataset, tables.COMMIT_LOCK.name)
-  client.create_table(bigquery.Table(lock, schema=bq_schema(
-      tables.COMMIT_LOCK)), exists_ok=True)
-  client.query('INSERT INTO `%s` (lock_id) SELECT 1 FROM UNNEST([1]) WHERE NOT '
-               'EXISTS (SELECT 1 FROM `%s`)' % (lock, lock)).result()
-  for table in list(tables.TABLES.values()) + list(
-      tables.INTERNAL_TABLES.values()):
-    target = bigquery.Table('%s.%s.%s' % (project, dataset, table.name),
-                            schema=bq_schema(table))
-    target.time_partitioning = bigquery.TimePartitioning(
-        type_=bigquery.TimePartitioningType.DAY, field=_partition_field(table))
-    if table.name == tables.EVENTS.name:
-      # The views' commit recounts nothing from here, but a range of one
-      # tenant's events (serving, backfill checks) prunes blocks this way.
-      target.clustering_fields = ['tenant_id', 'event_time']
-    elif 'tenant_id' in table.column_names:
-      target.clustering_fields = ['tenant_id']
-    client.create_table(target, exists_ok=True)
-
-
-def _staging_id(project, dataset, name, token):
-  return '%s.%s._staging_%s_%s' % (project, dataset, name, token)
-
-
-def _ensure_staging(client, project, dataset, name, token):
-  """A staging table with the target's current schema plus `_staged_at`
-  (and, for `events`, each late event's letter: `tables.STAGED_EVENTS`)."""
-  from google.cloud import bigquery
-  target = client.get_table('%s.%s.%s' % (project, dataset, name))
-  extra = [_field(c) for c in staged_table(name).columns
-           if c.name not in tables.TABLES[name].column_names]
-  staging = bigquery.Table(
-      _staging_id(project, dataset, name, token),
-      schema=list(target.schema) + extra + [bigquery.SchemaField(
-          STAGED_AT, 'TIMESTAMP', mode='REQUIRED')])
-  staging.time_partitioning = bigquery.TimePartitioning(
-      type_=bigquery.TimePartitioningType.DAY, field=STAGED_AT)
-  staging.expires = (datetime.datetime.now(datetime.timezone.utc)
-                     + datetime.timedelta(days=7))
-  client.create_table(staging, exists_ok=True)
 
 
 def _json_value(value):
@@ -187,7 +92,7 @@ class _StageFn(beam.DoFn):
     retry_races(ensure_tables, self._client, self._project, self._dataset)
     names = {self._name, tables.DEAD_LETTERS.name}
     for name in names:
-      retry_races(_ensure_staging, self._client, self._project, self._dataset,
+      retry_races(ensure_staging, self._client, self._project, self._dataset,
                   name, self._token)
     ns = counters.NAMESPACE
     self._letters = Metrics.counter(ns, counters.DEAD_LETTERS)
@@ -215,7 +120,7 @@ class _StageFn(beam.DoFn):
       payload = [dict({c: _json_value(r[c]) for c in table.column_names},
                       **{STAGED_AT: staged_at}) for r in pending]
       errors = self._client.insert_rows_json(
-          _staging_id(self._project, self._dataset, name, self._token), payload,
+          staging_id(self._project, self._dataset, name, self._token), payload,
           row_ids=[_row_id(table, r) for r in pending])
       retry = []
       for entry in errors:
@@ -274,64 +179,6 @@ class _StageFn(beam.DoFn):
                     'dead letters: %s', len(rejected), letters[0]['error_message'])
 
 
-def _letters_merge(target, staging):
-  """The MERGE of staged letters (since @since): a letter is inserted once."""
-  cols = tables.DEAD_LETTERS.column_names
-  return ('MERGE `%s` T USING (SELECT %s FROM `%s` WHERE %s >= @since '
-          'QUALIFY ROW_NUMBER() OVER (PARTITION BY dead_letter_id ORDER BY '
-          'failed_at) = 1) S ON T.dead_letter_id = S.dead_letter_id '
-          'WHEN NOT MATCHED THEN INSERT (%s) VALUES (%s)' % (
-              target, ', '.join(cols), staging, STAGED_AT, ', '.join(cols),
-              ', '.join('S.' + c for c in cols)))
-
-
-def _late_letter_values():
-  picks = []
-  for column in tables.DEAD_LETTERS.columns:
-    value = "JSON_VALUE(late_letter, '$.%s')" % column.name
-    if column.type in ('TIMESTAMP', 'INT64'):
-      value = 'CAST(%s AS %s)' % (value, column.type)
-    picks.append(value + ' AS ' + column.name)
-  return ', '.join(picks)
-
-
-def events_commit_script(prefix, staging, streaming):
-  """One multi-statement transaction: the staged events (since @since) not
-  yet stored are inserted (`fresh`), with their rows in the cold tier's
-  outbox (@commit) and their late letters, and the views grow by them
-  (`view_sql`); a retried commit finds them stored and changes nothing. Its
-  last statement returns (staged rows, stored, late letters written)."""
-  events = ', '.join(tables.EVENTS.column_names)
-  letters = ', '.join(tables.DEAD_LETTERS.column_names)
-  statements = [
-      'BEGIN TRANSACTION',
-      # First: a write every commit makes, so concurrent commits conflict
-      # and one runs again after the other (`tables.COMMIT_LOCK`).
-      'UPDATE `%s.commit_lock` SET holder = @commit, updated_at = @now WHERE '
-      'TRUE' % prefix,
-      'CREATE TEMP TABLE staged_events AS SELECT * EXCEPT (%s) FROM `%s` '
-      'WHERE %s >= @since' % (STAGED_AT, staging, STAGED_AT),
-      'CREATE TEMP TABLE fresh AS SELECT s.* FROM staged_events s WHERE NOT '
-      'EXISTS (SELECT 1 FROM `%s.events` e WHERE e.idempotency_key = '
-      's.idempotency_key) QUALIFY ROW_NUMBER() OVER (PARTITION BY '
-      's.idempotency_key ORDER BY s.processed_at, s.trace_id) = 1' % prefix,
-      'INSERT INTO `%s.events` (%s) SELECT %s FROM fresh' % (
-          prefix, events, events),
-      'INSERT INTO `%s.cold_outbox` (%s, commit_id) SELECT %s, @commit FROM '
-      'fresh' % (prefix, events, events),
-      'CREATE TEMP TABLE late AS SELECT %s FROM fresh WHERE late_letter IS NOT '
-      'NULL' % _late_letter_values(),
-      'INSERT INTO `%s.dead_letters` (%s) SELECT %s FROM late L WHERE NOT '
-      'EXISTS (SELECT 1 FROM `%s.dead_letters` D WHERE D.dead_letter_id = '
-      'L.dead_letter_id)' % (prefix, letters, letters, prefix),
-  ]
-  statements += view_sql.bigquery_view_statements(prefix, streaming)
-  statements.append('COMMIT TRANSACTION')
-  statements.append('SELECT (SELECT COUNT(*) FROM staged_events), (SELECT '
-                    'COUNT(*) FROM fresh), (SELECT COUNT(*) FROM late)')
-  return ';\n'.join(statements) + ';'
-
-
 class _CommitFn(beam.DoFn):
   """Commits the staged rows, then exports what it stored to the cold tier
   (`cold_sink.export_outbox`); in batch, drops the staging."""
@@ -381,7 +228,7 @@ class _CommitFn(beam.DoFn):
     streaming = not self._final
     floor = max(self._floor, -2 ** 62)  # BigQuery's INT64 holds it
     result = {}
-    letters = _staging_id(self._project, self._dataset, 'dead_letters',
+    letters = staging_id(self._project, self._dataset, 'dead_letters',
                           self._token)
     if 'dead_letters' in names and self._exists(letters):
       target = '%s.dead_letters' % prefix
@@ -389,10 +236,10 @@ class _CommitFn(beam.DoFn):
       staged_letters = self._query(
           'SELECT COUNT(DISTINCT dead_letter_id) FROM `%s` WHERE %s >= @since'
           % (letters, STAGED_AT), since=self._since)[0][0]
-      self._query(_letters_merge(target, letters), since=self._since)
+      self._query(letters_merge(target, letters), since=self._since)
       result['dead_letters'] = (staged_letters, self._query(
           'SELECT COUNT(*) FROM `%s`' % target)[0][0] - before)
-    events = _staging_id(self._project, self._dataset, 'events', self._token)
+    events = staging_id(self._project, self._dataset, 'events', self._token)
     if 'events' in names and self._exists(events):
       params = dict(since=self._since, commit=new_commit_id(), now=started)
       if streaming:
@@ -411,7 +258,7 @@ class _CommitFn(beam.DoFn):
       self._finalized = floor
     if self._final:
       for name in names:
-        self._client.delete_table(_staging_id(
+        self._client.delete_table(staging_id(
             self._project, self._dataset, name, self._token), not_found_ok=True)
     self._counters.count(result)
     for name, (staged_rows, written) in sorted(result.items()):
