@@ -29,7 +29,7 @@ import duckdb
 
 from transforms.duckdb_sink import connect
 
-__all__ = ['reconcile', 'view_mismatches', 'main']
+__all__ = ['reconcile', 'view_mismatches', 'main', 'VIEW_VALUES']
 
 
 def _sum(con, *names):
@@ -68,7 +68,8 @@ _RECOUNT = {
         "r(k) WHERE NOT list_contains(coalesce(missed_views, []), "
         "'active_users_15m') GROUP BY ALL",
 }
-_VIEW_VALUES = {
+# The columns of each view a recount must give again (not its timing).
+VIEW_VALUES = {
     'user_activity_hourly': ('window_start, tenant_id, user_id, event_count, '
                              'last_event_time'),
     'event_counts_1m': 'window_start, tenant_id, event_type, event_count',
@@ -82,7 +83,7 @@ def view_mismatches(con, stored_sql='SELECT * FROM events'):
   con.execute('CREATE OR REPLACE TEMP VIEW stored AS ' + stored_sql)
   found = {}
   for view, recount in _RECOUNT.items():
-    values = _VIEW_VALUES[view]
+    values = VIEW_VALUES[view]
     found[view] = con.execute(
         'SELECT count(*) FROM ((SELECT %s FROM %s EXCEPT ALL SELECT %s FROM '
         '(%s)) UNION ALL (SELECT %s FROM (%s) EXCEPT ALL SELECT %s FROM %s))'

@@ -126,13 +126,17 @@ def pubsub_events(subscription, held, interval_s=1.0, duration_s=None,
   registry = load_registry(registry_path)
   waiting = {}  # ack id -> outcome
   started = last_extended = clock()
+  from google.api_core.exceptions import DeadlineExceeded
   while True:
-    response = subscriber.pull(request={
-        'subscription': subscription, 'max_messages': max_messages},
-        timeout=max(interval_s, 1.0))
+    try:
+      received_messages = subscriber.pull(request={
+          'subscription': subscription, 'max_messages': max_messages},
+          timeout=max(interval_s, 1.0)).received_messages
+    except DeadlineExceeded:  # Pub/Sub held the pull open: nothing came
+      received_messages = []
     now = _wire_time(clock())
     records, blank, pulled = [], [], []
-    for received in response.received_messages:
+    for received in received_messages:
       record = pubsub_record(received.message)
       outcome = outcome_of(record, registry)
       if outcome is None:
@@ -165,7 +169,7 @@ def pubsub_events(subscription, held, interval_s=1.0, duration_s=None,
     if duration_s and clock() - started >= duration_s:
       yield WatermarkEvent(Timestamp(micros=MAX_TIMESTAMP.micros * _WIRE_SCALE))
       return
-    if not response.received_messages:
+    if not received_messages:
       time.sleep(interval_s)
     yield ProcessingTimeEvent(_wire_duration(interval_s))
 
