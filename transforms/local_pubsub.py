@@ -70,8 +70,10 @@ class HeldInDuckDB(object):
     self._db_path = db_path
 
   def __call__(self, keys, origins):
-    from transforms.duckdb_sink import connect
-    con = connect(self._db_path)
+    # A plain connection (the commit's settings, no DDL): the tables exist
+    # once a commit made them, and until then the check fails and waits.
+    from transforms.duckdb_sink import open_with_retry
+    con = open_with_retry(self._db_path)
     try:
       held = {('key', k) for (k,) in con.execute(
           'SELECT idempotency_key FROM events WHERE idempotency_key IN '
