@@ -21,7 +21,6 @@ os.environ.setdefault('ARROW_DEFAULT_MEMORY_POOL', 'system')
 # on every run that tells the user nothing. Its own warnings and errors stay.
 os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
 
-import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -58,12 +57,9 @@ def run(argv=None) -> dict:
     raise  # the run itself succeeded, and is recorded so
   except Exception as failure:
     # A failed run is recorded too (monitoring pages on it), then raised.
-    try:
-      _record(hot, opts, run_id, summary.run_outcome(
-          False, time.monotonic() - started))
-    except Exception as unrecorded:  # the warehouse itself may be the fault
-      logging.warning('run %s failed (%s) and could not be recorded: %s',
-                      run_id, failure, unrecorded)
+    summary.record_failure(
+        hot.target, run_id, time.monotonic() - started, failure,
+        write=lambda rid, counts: _record(hot, opts, rid, counts))
     raise
   return counts
 

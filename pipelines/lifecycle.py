@@ -24,7 +24,7 @@ import shutil
 import time
 import uuid
 
-from pipelines.summary import run_outcome, write_metrics
+from pipelines.summary import record_failure, run_outcome, write_metrics
 from schemas import tables
 from schemas.keys import key_shard
 from transforms.cold_sink import (cold_file_path, keys_digest, partition_of,
@@ -138,6 +138,16 @@ def run(argv=None) -> dict:
   if now is None:
     parser.error('--now: not an RFC 3339 timestamp with a zone')
   begun = time.monotonic()
+  run_id = 'lifecycle-%s-%s' % (now.strftime('%Y%m%dT%H%M%SZ'),
+                                uuid.uuid4().hex[:8])
+  try:
+    return _lifecycle(args, db_path, now, begun, run_id)
+  except Exception as failure:
+    record_failure(db_path, run_id, time.monotonic() - begun, failure)
+    raise
+
+
+def _lifecycle(args, db_path, now, begun, run_id):
   cutoff = (now - datetime.timedelta(days=args.hot_retention_days)).replace(
       tzinfo=None)
   # A commit whose export to the cold tier did not finish (a killed run)
@@ -182,7 +192,6 @@ def run(argv=None) -> dict:
             'lifecycle_cold_partitions_removed': expired,
             'lifecycle_removed_from_cold': expired_events,
             'lifecycle_stale_staging_files_removed': stale}
-  run_id = 'lifecycle-%s-%s' % (now.strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
   write_metrics(db_path, run_id, dict(result, **run_outcome(
       True, time.monotonic() - begun)), datetime.datetime.now(_UTC))
   print('lifecycle %s: older than %s: %d events, %d copied to cold (the rest '

@@ -152,10 +152,19 @@ def run(argv=None) -> dict:
   replay = options.view_as(ReplayOptions)
   db_path = HotSink(opts.hot_sink).target
   begun = time.monotonic()
-  letters = select_letters(db_path, replay.kind, replay.tenant,
-                           bounds.get('since'), bounds.get('until'))
   run_id = 'replay-%s-%s' % (utcnow().strftime('%Y%m%dT%H%M%SZ'),
                              uuid.uuid4().hex[:8])
+  try:
+    return _replay(options, opts, replay, bounds, repairs, db_path, run_id,
+                   begun)
+  except Exception as failure:
+    summary.record_failure(db_path, run_id, time.monotonic() - begun, failure)
+    raise
+
+
+def _replay(options, opts, replay, bounds, repairs, db_path, run_id, begun):
+  letters = select_letters(db_path, replay.kind, replay.tenant,
+                           bounds.get('since'), bounds.get('until'))
   records, repaired, keys = [], 0, {}
   registry = load_registry(opts.registry)
   for letter_id, kind, raw in letters:

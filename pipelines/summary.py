@@ -1,5 +1,7 @@
 """The run's counters: read back from Beam, stored in `pipeline_metrics`, printed."""
 import collections
+import datetime
+import logging
 
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.metrics.monitoring_infos import extract_metric_result_map_value
@@ -9,7 +11,7 @@ from transforms import counters
 from transforms.duckdb_sink import connect
 
 __all__ = ['read_counters', 'write_metrics', 'format_summary', 'step_times',
-           'format_step_times', 'run_outcome']
+           'format_step_times', 'run_outcome', 'record_failure']
 
 _REPORTED = (
     counters.INPUT_RECORDS, counters.BLANK_LINES, counters.VALID_EVENTS,
@@ -58,6 +60,23 @@ def run_outcome(succeeded: bool, seconds: float) -> dict:
   layer's `/metrics` reads each job's last run from them."""
   return {'run_succeeded': int(succeeded),
           'run_duration_ms': int(round(seconds * 1000))}
+
+
+def record_failure(db_path, run_id, seconds, failure, write=None):
+  """Records a failed run's outcome in `pipeline_metrics` (monitoring's
+  JobFailed pages on it); the warehouse itself may be what failed, so a
+  failure to record is logged, and the caller raises the run's own error.
+  `write(run_id, counts)` writes elsewhere than DuckDB's `db_path`."""
+  outcome = run_outcome(False, seconds)
+  try:
+    if write is not None:
+      write(run_id, outcome)
+    else:
+      write_metrics(db_path, run_id, outcome,
+                    datetime.datetime.now(datetime.timezone.utc))
+  except Exception as unrecorded:  # noqa: BLE001 - logged, the run re-raises
+    logging.warning('run %s failed (%s) and could not be recorded: %s',
+                    run_id, failure, unrecorded)
 
 
 def format_summary(run_id, counts, seconds) -> str:

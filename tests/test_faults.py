@@ -102,10 +102,13 @@ def test_unwritable_cold_store_fails_loudly_then_a_rerun_completes(sample, tmp_p
   failed = _run(data, db, check=False)
   assert failed.returncode != 0
   assert 'events' in failed.stderr[-5000:]
+  # The failed run is recorded (monitoring's JobFailed pages on it).
+  assert metrics(db)['run_succeeded'] == 0
   os.remove(blocker)
   _run(data, db)
   assert _tiers(db) == _tiers(clean)
   counts = metrics(db)  # the rerun's own accounting
+  assert counts['run_succeeded'] == 1
   assert counts['events_written'] + counts['events_already_stored'] + \
       counts['duplicates'] + counts['dead_letters'] == counts['input_records']
 
