@@ -70,7 +70,7 @@ def _new_timing_duckdb(size_s, streaming):
 
 
 def duckdb_view_statements(streaming: bool):
-  """[(sql, uses $floor)] run in the commit's transaction after `fresh` is
+  """The statements the commit runs in its transaction once `fresh` is
   made; parameters `$now` (and `$floor`, micros, in streaming)."""
   out = []
   for view in ('user_activity_hourly', 'event_counts_1m'):
