@@ -57,7 +57,7 @@ def _run(n, batch):
   opts = PipelineOptions(['--runner=FnApiRunner'])
   start = time.perf_counter()
   with beam.Pipeline(options=opts) as p:
-    (p | beam.Create(list(_events(n, batch))) | DedupBatches(86400)
+    ((p | beam.Create(list(_events(n, batch))) | DedupBatches(86400)).events
      | beam.ParDo(_Count()) | beam.CombineGlobally(sum)
      | beam.Map(lambda total, n=n: print('unique out: %d (expected %d)' % (total, n))))
   return time.perf_counter() - start
@@ -81,7 +81,7 @@ def _per_record(n):
     _ = (p | beam.Create(events)
          | beam.Map(lambda e: beam.window.TimestampedValue(
              e, e.event_time.timestamp()))
-         | DedupByIdempotencyKey(86400))
+         | DedupByIdempotencyKey(86400)).events
   return len(events) / (time.perf_counter() - start)
 
 

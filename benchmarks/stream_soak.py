@@ -151,9 +151,8 @@ def _run_job(args):
       '--cold_path', os.path.join(args.out, 'cold'),
       '--profiles', args.profiles, '--dedup_ttl', str(args.dedup_ttl),
       '--execution', args.execution,
-      '--read_batch_size', str(args.batch_size)])
-  if not local_streaming.mend():
-    raise SystemExit('this Beam loses the local streaming runner\'s counters')
+      '--read_batch_size', str(args.batch_size), '--run_id', 'stream-soak'])
+  local_streaming.mend()  # the local streaming runner's speed
   controller = TestStreamServiceController(_Reader(
       args.stream, args.lag * args.batch_size, args.execution == 'batched'))
   controller.start()
@@ -166,12 +165,13 @@ def _run_job(args):
   result = pipeline.run()
   result.wait_until_finish()
   controller.stop()
-  # The run's counters into pipeline_metrics, as `pipelines.analytics` does,
-  # for `pipelines.verify`.
-  counts = summary.read_counters(result)
+  # The run's counters, as its commits wrote them to pipeline_metrics, and
+  # the dead-letter queue's, as `pipelines.analytics` adds them.
   db = os.path.join(args.out, 'w.duckdb')
-  counts.update(dlq.dlq_metrics(counts, dlq.depth(db)))
-  summary.write_metrics(db, 'stream-soak', counts, utcnow())
+  counts = summary.stored_counters(db, 'stream-soak')
+  extra = dlq.dlq_metrics(counts, dlq.depth(db))
+  counts.update(extra)
+  summary.write_metrics(db, 'stream-soak', extra, utcnow())
   print(summary.format_summary('stream-soak', counts, 0.0), flush=True)
 
 

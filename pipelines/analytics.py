@@ -23,14 +23,14 @@ os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
 
 import sys  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import StandardOptions  # noqa: E402
 
 from pipelines import dlq, local_streaming, summary  # noqa: E402
 from transforms import bigquery_sink  # noqa: E402
-from pipelines.graph import build, is_local, runs_here, utcnow  # noqa: E402
+from pipelines.graph import (build, is_local, new_run_id, runs_here,  # noqa: E402
+                             utcnow)
 from pipelines.checks import run_command  # noqa: E402
 from pipelines.options import AnalyticsOptions, HotSink, parse_args  # noqa: E402
 
@@ -41,18 +41,16 @@ def run(argv=None) -> dict:
   """Runs the job on the command line's flags; returns the summary counters."""
   options = parse_args(sys.argv[1:] if argv is None else argv)
   opts = options.view_as(AnalyticsOptions)
-  run_id = '%s-%s' % (utcnow().strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
+  # The id the pipeline records its counts under (the workers get it too).
+  run_id = opts.run_id = opts.run_id or new_run_id()
   hot = HotSink(opts.hot_sink)
   if hot.kind == 'duckdb':
     os.makedirs(os.path.dirname(os.path.abspath(hot.target)), exist_ok=True)
-  standard = options.view_as(StandardOptions)
-  # Counters the run can vouch for: on the local streaming runner only with
-  # Beam's counter loss mended (`local_streaming`).
-  counted = not (standard.streaming and is_local(options)) or \
-      local_streaming.mend()
+  if options.view_as(StandardOptions).streaming and is_local(options):
+    local_streaming.mend()  # the local streaming runner's speed
   started = time.monotonic()
   try:
-    counts = _run_pipeline(options, run_id, hot, counted, started)
+    counts = _run_pipeline(options, run_id, hot, started)
   except dlq.DeadLetterAlert:
     raise  # the run itself succeeded, and is recorded so
   except Exception as failure:
@@ -103,7 +101,7 @@ def _submitted(result, options, run_id) -> dict:
   return {}
 
 
-def _run_pipeline(options, run_id, hot, counted, started):
+def _run_pipeline(options, run_id, hot, started):
   opts = options.view_as(AnalyticsOptions)
   pipeline = beam.Pipeline(options=options)
   build(pipeline, options)
@@ -113,19 +111,19 @@ def _run_pipeline(options, run_id, hot, counted, started):
   result.wait_until_finish()
   seconds = time.monotonic() - started
   times = summary.step_times(result)
-  counts = summary.read_counters(result)
-  if not counted:
-    print('streaming run %s ended after %.1f s; the local runner\'s counters are '
-          'incomplete, so none are written to pipeline_metrics: read the tables'
-          % (run_id, seconds))
-    _record(hot, opts, run_id, summary.run_outcome(True, seconds))
-    return counts
+  # The run's counts as its commits wrote them (on every runner the
+  # pipeline records them itself; here the launcher reads them back).
   if hot.kind == 'bigquery':
+    counts = summary.counts_from(bigquery_sink.read_metrics(
+        hot.project, hot.dataset, opts.bigquery_endpoint, run_id))
     waiting = bigquery_sink.depth(hot.project, hot.dataset, opts.bigquery_endpoint)
   else:
+    counts = summary.stored_counters(hot.target, run_id)
     waiting = dlq.depth(hot.target)
-  counts.update(dlq.dlq_metrics(counts, waiting))
-  _record(hot, opts, run_id, dict(counts, **summary.run_outcome(True, seconds)))
+  extra = dict(dlq.dlq_metrics(counts, waiting),
+               **summary.run_outcome(True, seconds))
+  counts.update(extra)
+  _record(hot, opts, run_id, extra)
   print(summary.format_summary(run_id, counts, seconds))
   print(summary.format_step_times(times))
   fired = dlq.alerts(counts, opts.dlq_alert_threshold, opts.dlq_alert_rate)

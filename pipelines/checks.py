@@ -28,6 +28,7 @@ PATTERNS = {
     'input_topic': r'projects/[a-z][a-z0-9-]{4,29}/topics/[A-Za-z][\w.~+%-]{2,254}',
     'kafka_bootstrap': r'[\w.-]+:[0-9]+(,[\w.-]+:[0-9]+)*',
     'memory_limit': MEMORY_LIMIT_PATTERN,
+    'run_id': r'[\w.:-]{1,128}',
 }
 
 
@@ -191,6 +192,9 @@ def check_values(opts, needs_input=True):
     raise UsageError('--read_batch_size: must be >= 1, got %d' % opts.read_batch_size)
   if opts.batch_size < 1:
     raise UsageError('--batch_size: must be >= 1, got %d' % opts.batch_size)
+  if opts.run_id and not re.fullmatch(PATTERNS['run_id'], opts.run_id):
+    raise UsageError('--run_id: letters, digits and . _ : - only (at most 128), '
+                     'got %r' % opts.run_id)
   if not re.fullmatch(PATTERNS['memory_limit'], opts.duckdb_memory_limit):
     raise UsageError('--duckdb_memory_limit: expected auto or a size such as '
                      '1GB or 512MB, got %r' % opts.duckdb_memory_limit)

@@ -50,10 +50,11 @@ from transforms.message_sources import (ReadKafkaRecords, ReadPubSubRecords,
                                         kafka_consumer_config)
 from transforms.sources import ReadRecords, WatchRecords
 from transforms.stores import profile_store
+from transforms.tallies import TALLIES
 from transforms.windows import FLOORS, LateDataGate, ViewPolicy
 
 __all__ = ['build', 'utcnow', 'is_batched', 'is_micro_batched', 'is_local',
-           'runs_here']
+           'runs_here', 'new_run_id']
 
 
 def utcnow():
@@ -110,6 +111,12 @@ def _row_maker(opts):
   return _event_row
 
 
+def new_run_id() -> str:
+  """A run's id: its start time (sortable) and a random suffix."""
+  import uuid
+  return '%s-%s' % (utcnow().strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
+
+
 def _hot_sink(opts, streaming, fast):
   """The hot warehouse's sink, which also writes the cold tier from what
   its commits store (`cold_sink.py`)."""
@@ -120,24 +127,28 @@ def _hot_sink(opts, streaming, fast):
         max_batch_size=min(opts.batch_size, 5000), streaming=streaming,
         commit_every_s=opts.early_firing_s or 5,
         prebatched=fast, mask_fields=parse_fields(opts.mask_fields),
-        cold_max_rows=opts.cold_max_rows_per_file)
+        cold_max_rows=opts.cold_max_rows_per_file, run_id=opts.run_id)
   return WriteToDuckDB(hot.target, opts.cold_path,
                        max_batch_size=opts.batch_size,
                        commit_every_s=opts.early_firing_s or 5,
                        streaming=streaming, prebatched=fast,
                        memory_limit=opts.duckdb_memory_limit,
-                       cold_max_rows=opts.cold_max_rows_per_file)
+                       cold_max_rows=opts.cold_max_rows_per_file,
+                       run_id=opts.run_id)
 
 
 def _enrich(pipeline, opts, events, store_factory):
-  """Joins profiles; returns (events, tuple of dead-letter PCollections)."""
+  """Joins profiles; returns (events, tuple of dead-letter PCollections,
+  tuple of tallies PCollections)."""
   if opts.enrichment == 'lookup':
     factory = store_factory or profile_store(opts.profiles,
                                              opts.bigquery_endpoint)
     enriched = events | 'Enrich' >> EnrichWithLookups(
         factory, lookup_settings(opts))
-    return enriched.events, (enriched[ENRICHMENT_FAILED_TAG],)
-  return events | 'Enrich' >> EnrichFromSideInput(_profiles(pipeline, opts)), ()
+    return (enriched.events, (enriched[ENRICHMENT_FAILED_TAG],),
+            (enriched[TALLIES],))
+  joined = events | 'Enrich' >> EnrichFromSideInput(_profiles(pipeline, opts))
+  return joined.events, (), (joined[TALLIES],)
 
 
 def _profiles(pipeline, opts):
@@ -213,14 +224,16 @@ def _per_record(pipeline, options, source, store_factory):
   if source is None:
     source = _source(pipeline, opts)
   decoded = source | 'DecodeAndValidate' >> DecodeAndValidate(opts.registry)
-  # Dedup before windowing: a retry must not count twice in any view.
+  # Dedup before the views: a retry must not count twice in any view.
   unique = decoded.events | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl)
-  events, enrich_letters = _enrich(pipeline, opts, unique, store_factory)
+  events, enrich_letters, enrich_tallies = _enrich(
+      pipeline, opts, unique.events, store_factory)
   events, floors = _gate(events, opts, streaming)
   letters = (decoded[DEAD_LETTERS],) + enrich_letters
   event_rows = events | 'EventRows' >> beam.Map(
       _row_maker(opts), parse_fields(opts.mask_fields))
-  return events, letters, event_rows, floors
+  tallies = (decoded[TALLIES], unique[TALLIES]) + enrich_tallies
+  return events, letters, event_rows, floors, tallies
 
 
 def _as_batches(elements, size, labels=('BatchInput', 'AsBatch')):
@@ -234,21 +247,23 @@ def _as_batches(elements, size, labels=('BatchInput', 'AsBatch')):
 
 def _batched_events(pipeline, opts, decoded, store_factory, streaming):
   """Decoded `Batch`es of events to enriched unique ones; returns (events,
-  tuple of the steps' dead-letter PCollections)."""
-  unique = (decoded.events
-            | 'Dedup' >> batched_dedup.DedupBatches(
-                opts.dedup_ttl, streaming=streaming)
-            | 'JoinBatches' >> batched.Rebatch(opts.read_batch_size))
+  tuple of the steps' dead-letter PCollections, tuple of their tallies)."""
+  deduped = decoded.events | 'Dedup' >> batched_dedup.DedupBatches(
+      opts.dedup_ttl, streaming=streaming)
+  unique = deduped.events | 'JoinBatches' >> batched.Rebatch(
+      opts.read_batch_size)
   letters = (decoded[DEAD_LETTERS],)
+  tallies = (decoded[TALLIES], deduped[TALLIES])
   if opts.enrichment == 'lookup':
     # Beam's Enrichment takes one element per request: unbatch around it.
     single = unique | 'Unbatch' >> beam.FlatMap(lambda b: b)
-    enriched, more = _enrich(pipeline, opts, single, store_factory)
+    enriched, more, counted = _enrich(pipeline, opts, single, store_factory)
     events = _as_batches(enriched, opts.read_batch_size,
                          ('Rebatch', 'AsEventBatch'))
-    return events, letters + more
-  return unique | 'Enrich' >> EnrichFromSideInput(
-      _profiles(pipeline, opts), batched=True), letters
+    return events, letters + more, tallies + counted
+  joined = unique | 'Enrich' >> EnrichFromSideInput(
+      _profiles(pipeline, opts), batched=True)
+  return joined.events, letters, tallies + (joined[TALLIES],)
 
 
 def _batched_event_rows(opts, events):
@@ -278,9 +293,9 @@ def _batched(pipeline, options, source, store_factory):
     return _batched_tables(pipeline, options, batches)
   decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
       opts.registry)
-  events, letters = _batched_events(pipeline, opts, decoded, store_factory,
-                                    streaming=False)
-  return events, letters, _batched_event_rows(opts, events), ()
+  events, letters, tallies = _batched_events(pipeline, opts, decoded,
+                                             store_factory, streaming=False)
+  return events, letters, _batched_event_rows(opts, events), (), tallies
 
 
 def _micro_batched(pipeline, options, source, store_factory):
@@ -292,10 +307,10 @@ def _micro_batched(pipeline, options, source, store_factory):
       source, opts.read_batch_size)
   decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
       opts.registry)
-  events, letters = _batched_events(pipeline, opts, decoded, store_factory,
-                                    streaming=True)
+  events, letters, tallies = _batched_events(pipeline, opts, decoded,
+                                             store_factory, streaming=True)
   events, floors = _gate(events, opts, streaming=True)
-  return events, letters, _batched_event_rows(opts, events), floors
+  return events, letters, _batched_event_rows(opts, events), floors, tallies
 
 
 def _batched_tables(pipeline, options, batches):
@@ -304,15 +319,18 @@ def _batched_tables(pipeline, options, batches):
   opts = options.view_as(AnalyticsOptions)
   decoded = batches | 'DecodeAndValidate' >> DecodeTables(
       opts.registry, helper=_one_local_worker(options))
-  events = (decoded.events
-            | 'Dedup' >> batched_dedup.DedupBatches(opts.dedup_ttl, pa.Table)
+  deduped = decoded.events | 'Dedup' >> batched_dedup.DedupBatches(
+      opts.dedup_ttl, pa.Table)
+  joined = (deduped.events
             | 'JoinBatches' >> batched.Rebatch(opts.read_batch_size, pa.Table)
             | 'Enrich' >> EnrichFromSideInput(
                 _profiles(pipeline, opts), batched=True, element_type=pa.Table))
+  events = joined.events
   event_rows = events | 'EventRows' >> beam.Map(
       lambda table: with_processed_at(table, utcnow())).with_output_types(
           pa.Table)
-  return events, (decoded[DEAD_LETTERS],), event_rows, ()
+  tallies = (decoded[TALLIES], deduped[TALLIES], joined[TALLIES])
+  return events, (decoded[DEAD_LETTERS],), event_rows, (), tallies
 
 
 def build(pipeline, options, *, source=None, store_factory=None):
@@ -339,13 +357,16 @@ def build(pipeline, options, *, source=None, store_factory=None):
     commits (`transforms/view_sql.py`).
   """
   opts = options.view_as(AnalyticsOptions)
+  if not opts.run_id:  # the counts the pipeline writes go under it
+    opts.run_id = new_run_id()
   streaming = options.view_as(StandardOptions).streaming
   fast = is_batched(options) or is_micro_batched(options)
   build_path = (_batched if is_batched(options) else
                 _micro_batched if fast else _per_record)
-  events, letters, event_rows, floors = build_path(
+  events, letters, event_rows, floors, tallies = build_path(
       pipeline, options, source, store_factory)
-  dead_letters = letters | 'DeadLetters' >> CollectDeadLetters()
+  collected = letters | 'DeadLetters' >> CollectDeadLetters()
+  dead_letters = collected.letters
   letter_rows = dead_letters | 'DeadLetterRows' >> beam.Map(
       lambda d, mask: dead_letter_row(d, utcnow(), mask),
       parse_fields(opts.mask_fields))
@@ -356,6 +377,8 @@ def build(pipeline, options, *, source=None, store_factory=None):
           tables.DEAD_LETTERS.name: letter_rows}
   if floors:
     rows['floors'] = floors[0]
+  # Every step's counts, as data: the commit adds them to pipeline_metrics.
+  rows['tallies'] = (tallies + (collected[TALLIES],)) | 'Tallies' >> beam.Flatten()
   written = rows | 'WriteHot' >> _hot_sink(opts, streaming, fast)
   return {'events': events, 'dead_letters': dead_letters,
           'commits': written.commits, 'cold_files': written[COLD_FILES]}

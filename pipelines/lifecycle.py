@@ -155,7 +155,8 @@ def _lifecycle(args, db_path, now, begun, run_id):
   # writes them a second time under other names.
   exported = sum(1 for _ in export_outbox(
       args.cold_path, read_outbox(db_path),
-      lambda commit_id: drain_outbox(db_path, commit_id), 1000000))
+      lambda commit_id, rows, files: drain_outbox(db_path, commit_id),
+      1000000))
   con = connect(db_path)
   try:
     cursor = con.execute('SELECT * FROM events WHERE event_time < $cutoff',

@@ -196,6 +196,11 @@ class AnalyticsOptions(PipelineOptions):
         help='Rows per staging file written to the hot warehouse at most. '
         'Default: 50000.')
     parser.add_argument(
+        '--run_id', default=None,
+        help='The id the run\'s counters are recorded under in '
+        'pipeline_metrics (the pipeline writes them with its commits, on every '
+        'runner). Default: the start time and a random suffix.')
+    parser.add_argument(
         '--wait', type=_flag, nargs='?', const=True, default=False,
         help='On a runner other than the local ones (Dataflow, Flink): block '
         'until the job ends and print its final state, instead of returning '
@@ -275,7 +280,7 @@ HELP_GROUPS = (
                'duckdb_memory_limit', 'cold_max_rows_per_file',
                'mask_fields')),
     ('operations', ('dlq_alert_threshold', 'dlq_alert_rate',
-                    'fail_on_dlq_alert', 'execution', 'wait')),
+                    'fail_on_dlq_alert', 'execution', 'run_id', 'wait')),
 )
 
 _HELP_EPILOG = """\

@@ -144,6 +144,18 @@ def _outcome(db_path, ids, started):
   return failing
 
 
+def _take_pipeline_counts(db_path, run_id):
+  """The counts the replay's pipeline wrote under `run_id`, removed from
+  `pipeline_metrics` (the replay's `replay_*` counters say what happened)."""
+  counts = summary.stored_counters(db_path, run_id)
+  con = connect(db_path)
+  try:
+    con.execute('DELETE FROM pipeline_metrics WHERE run_id = ?', [run_id])
+  finally:
+    con.close()
+  return counts
+
+
 def run(argv=None) -> dict:
   """Replays the selected letters; returns the replay counters."""
   options = parse_args(sys.argv[1:] if argv is None else argv, needs_input=False)
@@ -189,11 +201,14 @@ def _replay(options, opts, replay, bounds, repairs, db_path, run_id, begun):
     clock = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     if to_send:
+      # The pipeline records its counts under the replay's id; they become
+      # the replay's own `replay_*` counters (the records were counted as
+      # input when they were first read).
+      opts.run_id = run_id
       build(pipeline, options, source=pipeline | 'ReplayLetters' >> beam.Create(
           to_send, reshuffle=False))
-      outcome = pipeline.run()
-      outcome.wait_until_finish()
-      counts = summary.read_counters(outcome)
+      pipeline.run().wait_until_finish()
+      counts = _take_pipeline_counts(db_path, run_id)
       result['replay_events_written'] = counts[counters.EVENTS_WRITTEN]
       result['replay_duplicates'] += (counts[counters.DUPLICATES]
                                       + counts[counters.EVENTS_ALREADY_STORED])

@@ -10,8 +10,9 @@ from schemas.records import ERROR_KINDS
 from transforms import counters
 from transforms.duckdb_sink import connect
 
-__all__ = ['read_counters', 'write_metrics', 'format_summary', 'step_times',
-           'format_step_times', 'run_outcome', 'record_failure']
+__all__ = ['read_counters', 'stored_counters', 'counts_from', 'write_metrics',
+           'format_summary', 'step_times', 'format_step_times', 'run_outcome',
+           'record_failure']
 
 _REPORTED = (
     counters.INPUT_RECORDS, counters.BLANK_LINES, counters.VALID_EVENTS,
@@ -21,8 +22,21 @@ _REPORTED = (
     counters.UPCAST_INEXACT)
 
 
+def counts_from(found: dict) -> dict:
+  """Counters by name, every reported one present (zero where unset)."""
+  counts = {name: found.get(name, 0) for name in _REPORTED}
+  for kind in ERROR_KINDS:
+    name = counters.dead_letter_counter(kind)
+    counts[name] = found.get(name, 0)
+  for name, value in found.items():
+    counts.setdefault(name, value)
+  return counts
+
+
 def read_counters(result) -> dict:
-  """The pipeline's counters by name (committed values), zero where unset."""
+  """The pipeline's Beam counters by name (committed values), zero where
+  unset: what a local runner's result holds (the run's own record is the
+  `pipeline_metrics` rows its commits wrote: `stored_counters`)."""
   found = {}
   query = result.metrics().query(MetricsFilter().with_namespace(
       counters.NAMESPACE))
@@ -33,13 +47,18 @@ def read_counters(result) -> dict:
   # The events the sink was handed and its commits did not store.
   found[counters.EVENTS_ALREADY_STORED] = found.get(
       counters.EVENTS_STAGED, 0) - found.get(counters.EVENTS_WRITTEN, 0)
-  counts = {name: found.get(name, 0) for name in _REPORTED}
-  for kind in ERROR_KINDS:
-    name = counters.dead_letter_counter(kind)
-    counts[name] = found.get(name, 0)
-  for name, value in found.items():
-    counts.setdefault(name, value)
-  return counts
+  return counts_from(found)
+
+
+def stored_counters(db_path, run_id) -> dict:
+  """A run's counters as its commits wrote them to `pipeline_metrics`."""
+  con = connect(db_path)
+  try:
+    return counts_from(dict(con.execute(
+        'SELECT name, value FROM pipeline_metrics WHERE run_id = ?',
+        [run_id]).fetchall()))
+  finally:
+    con.close()
 
 
 def write_metrics(db_path, run_id, counts, recorded_at):

@@ -29,6 +29,7 @@ _SPECIAL = {
     'timestamp_attribute': r'^[^\s]+$', 'kafka_topic': r'^[\w.-]+$',
     'kafka_group_id': r'^[^\s]+$',
     'input': r'^[^\s]+$', 'input_watch': r'^[^\s]+$', 'cold_path': r'^[^\s]+$',
+    'run_id': '^%s$' % PATTERNS['run_id'],
 }
 # A valid example for options without a default (checked by the tests).
 EXAMPLES = {
@@ -45,6 +46,7 @@ EXAMPLES = {
     'kafka_bootstrap': 'kafka-1:9092,kafka-2:9092',
     'kafka_topic': 'events',
     'kafka_expansion_service': 'localhost:8097',
+    'run_id': 'hourly-20261206T10',
 }
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 __all__ = ['Column', 'Table', 'TABLES', 'EVENTS', 'DEAD_LETTERS',
            'PIPELINE_METRICS', 'VIEW_TABLES', 'STAGED_EVENTS', 'COLD_OUTBOX',
-           'ACTIVE_USER_PERIODS', 'COMMIT_LOCK', 'INTERNAL_TABLES', 'arrow_schema',
+           'ACTIVE_USER_PERIODS', 'COMMIT_LOCK', 'TALLY_LEDGER', 'INTERNAL_TABLES', 'arrow_schema',
            'duckdb_ddl']
 
 
@@ -151,9 +151,15 @@ COMMIT_LOCK = Table('commit_lock', _cols('''
     updated_at TIMESTAMP
     '''), ('lock_id',))
 
+# The tallies (a run's counts as data, `transforms/tallies.py`) a commit has
+# added to `pipeline_metrics`: a retried commit adds none of them again.
+TALLY_LEDGER = Table('tally_ledger', _cols('''
+    tally_id STRING!
+    '''), ('tally_id',))
+
 # Tables the sinks keep for themselves (not contract outputs).
 INTERNAL_TABLES: Dict[str, Table] = {
-    t.name: t for t in (COLD_OUTBOX, ACTIVE_USER_PERIODS)}
+    t.name: t for t in (COLD_OUTBOX, ACTIVE_USER_PERIODS, TALLY_LEDGER)}
 
 _ARROW = {
     'STRING': pa.string(), 'JSON': pa.string(), 'INT64': pa.int64(),

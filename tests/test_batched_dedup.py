@@ -68,8 +68,8 @@ def test_batched_dedup_is_exact_over_many_ttls_of_event_time():
   batches = [facts[i:i + 7] for i in range(0, 40, 7)] + [facts[::-1]]
   p = beam.Pipeline('FnApiRunner', options=PipelineOptions())
   kept = (p | beam.Create([Batch(b) for b in batches])
-          | DedupBatches(ttl_s=HOUR)
-          | beam.FlatMap(lambda b: [e.idempotency_key for e in b]))
+          | DedupBatches(ttl_s=HOUR)).events | (
+          beam.FlatMap(lambda b: [e.idempotency_key for e in b]))
   assert_that(kept, equal_to(keys))
   result = p.run()
   result.wait_until_finish()
@@ -190,6 +190,6 @@ def test_streaming_batches_drop_retries_within_ttl_and_forget_after_it():
             .add_elements([Batch([late_copy])])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming()) as p:
-    kept = (p | stream | DedupBatches(ttl_s=ttl, streaming=True)
+    kept = ((p | stream | DedupBatches(ttl_s=ttl, streaming=True)).events
             | beam.FlatMap(lambda b: [e.trace_id for e in b]))
     assert_that(kept, equal_to(['t-0', 't-1', 't-after-ttl']))

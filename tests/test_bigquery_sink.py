@@ -197,7 +197,11 @@ def _event_rows():
 
 def test_transient_insert_errors_are_retried_without_duplicates(bigquery_emulator):
   fn = _stage_fn(bigquery_emulator, 'flaky', failures=2)
-  assert list(fn.process(_event_rows())) == [('commit', ('events', None))]
+  markers = list(fn.process(_event_rows()))
+  assert markers[0] == ('commit', ('events', None))
+  # and the rows it staged, as the run's counts (`tallies.py`)
+  assert markers[1][1][0] == '_tally' and markers[1][1][1]['counts'] == {
+      'events_staged': 3}
   assert fn._client.calls == 3
   staged = list(bigquery_emulator.client().query(
       'SELECT COUNT(*), COUNT(DISTINCT idempotency_key) FROM '

@@ -94,12 +94,13 @@ def test_the_outbox_holds_what_the_hot_tier_stored_once_until_exported(
   outbox = read_outbox(db)
   assert [t.num_rows for t in outbox.values()] == [5]
   # The export dies after its files, before the drain.
-  list(export_outbox(root, outbox, lambda commit: None, 100))
+  list(export_outbox(root, outbox, lambda commit, rows, files: None, 100))
   first_files = _tree(root)
   _commit(db, staging, events[2:])  # 3 already stored, 3 new
   outbox = read_outbox(db)
   assert sorted(t.num_rows for t in outbox.values()) == [3, 5]
-  list(export_outbox(root, outbox, lambda c: drain_outbox(db, c), 100))
+  list(export_outbox(root, outbox, lambda c, rows, files: drain_outbox(db, c),
+                     100))
   assert read_outbox(db) == {}
   assert set(first_files) <= set(_tree(root))
   assert _keys(root) == sorted(e.idempotency_key for e in events)

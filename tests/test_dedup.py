@@ -40,7 +40,7 @@ def test_retry_within_ttl_dropped_after_ttl_treated_as_new():
             .add_elements([beam.window.TimestampedValue(after_ttl, T0)])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming_options()) as p:
-    kept = p | stream | DedupByIdempotencyKey(ttl)
+    kept = (p | stream | DedupByIdempotencyKey(ttl)).events
     assert_that(kept | beam.Map(lambda e: e.trace_id),
                 equal_to(['t-1', 't-4', 't-3']))
 
@@ -52,7 +52,7 @@ def test_retry_long_after_first_copy_within_ttl_is_dropped():
             .add_elements([beam.window.TimestampedValue(_event('t-2'), T0)])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming_options()) as p:
-    kept = p | stream | DedupByIdempotencyKey(86400)
+    kept = (p | stream | DedupByIdempotencyKey(86400)).events
     assert_that(kept | beam.Map(lambda e: e.trace_id), equal_to(['t-1']))
 
 

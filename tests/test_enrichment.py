@@ -84,7 +84,7 @@ def test_side_input_enrichment_with_fallback_counted(tmp_path):
   path = _profiles_file(tmp_path)
   p = TestPipeline(options=options())
   events = p | beam.Create(_events())
-  enriched = events | EnrichFromSideInput(p | ReadProfiles(path))
+  enriched = (events | EnrichFromSideInput(p | ReadProfiles(path))).events
   assert_that(_tiers(enriched), equal_to(EXPECTED))
   result = p.run()
   result.wait_until_finish()

@@ -25,6 +25,7 @@ from apache_beam.testing.test_stream import TestStream
 from pipelines import local_streaming, summary
 from pipelines.generate import generate
 from pipelines.graph import build
+from pipelines.options import AnalyticsOptions
 from pipelines.verify import VIEW_VALUES, view_mismatches
 from schemas.records import RawRecord
 from tests.cli import query, run_module
@@ -208,7 +209,15 @@ def _stream_run(db, cold, elements, watermark, **flags):
   build(p, opts, source=p | stream.advance_watermark_to_infinity())
   result = p.run()
   result.wait_until_finish()
-  return summary.read_counters(result)
+  counts = summary.read_counters(result)
+  if db is not None:
+    # The counts the pipeline itself wrote with its commits are the same.
+    run_id = opts.view_as(AnalyticsOptions).run_id
+    stored = summary.stored_counters(db, run_id)
+    names = ('input_records', 'events_written', 'events_already_stored',
+             'duplicates', 'dead_letters', 'dead_letters_written')
+    assert {n: stored[n] for n in names} == {n: counts[n] for n in names}
+  return counts
 
 
 @pytest.mark.parametrize('execution', ['batched', 'per_record'])

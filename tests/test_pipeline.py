@@ -52,6 +52,7 @@ def test_dedup_drops_retries_across_bundles_in_batch():
     # Reshuffle spreads the copies over bundles before dedup.
     events = (p | beam.Create(raw) | beam.Reshuffle() | DecodeAndValidate()
               ).events | DedupByIdempotencyKey(86400)
+    events = events.events
     assert_that(events | beam.Map(lambda e: e.idempotency_key),
                 equal_to([first['idempotency_key'], other['idempotency_key']]))
 
@@ -61,7 +62,7 @@ def test_invalid_copy_does_not_hide_a_valid_copy():
   bad = dict(good, tenant_id='BAD')
   with TestPipeline(options=options()) as p:
     out = p | beam.Create([as_json(bad), as_json(good)]) | DecodeAndValidate()
-    events = out.events | DedupByIdempotencyKey(86400)
+    events = (out.events | DedupByIdempotencyKey(86400)).events
     assert_that(events | 'K' >> beam.Map(lambda e: e.trace_id), equal_to(['t-1']),
                 label='valid_copy_kept')
     assert_that(out[DEAD_LETTERS] | 'D' >> beam.Map(lambda d: d.error_kind),
@@ -101,3 +102,32 @@ def test_build_batched_with_injected_source_and_lookups(tmp_path):
   tiers = con.execute('SELECT DISTINCT user_tier FROM events').fetchall()
   assert tiers == [('pro',)]
   assert con.execute('SELECT count(*) FROM events').fetchone()[0] == len(good) + 1
+
+
+def test_the_pipeline_records_its_own_counters_on_any_runner(tmp_path):
+  """The graph alone (no launcher reading the runner's counters, as on
+  Dataflow or Flink): its commits write the run's counters to
+  pipeline_metrics, and they add up to the generated input."""
+  from pipelines.generate import generate
+  from pipelines.options import AnalyticsOptions
+  from pipelines.summary import stored_counters
+  data = str(tmp_path / 'data')
+  manifest = generate(data, events=400, users=10, tenants=2, files=2, seed=4)
+  db = str(tmp_path / 'w.duckdb')
+  opts = options(input=data + '/events/*.jsonl', hot_sink='duckdb:' + db,
+                 cold_path=str(tmp_path / 'cold'), run_id='run-under-test')
+  pipeline = beam.Pipeline(options=opts)
+  build(pipeline, opts)
+  pipeline.run().wait_until_finish()
+  assert opts.view_as(AnalyticsOptions).run_id == 'run-under-test'
+  counts = stored_counters(db, 'run-under-test')
+  bad = sum(manifest['bad'].values())
+  assert counts['input_records'] == manifest['records']
+  assert counts['blank_lines'] == manifest['blank_lines']
+  assert counts['events_written'] == manifest['unique_events']
+  assert counts['duplicates'] == manifest['duplicates']
+  assert counts['dead_letters'] == counts['dead_letters_written'] == bad
+  assert counts['events_already_stored'] == 0
+  assert counts['cold_rows_written'] == manifest['unique_events']
+  assert {k: counts['dead_letters_' + k] for k in manifest['bad']} == \
+      manifest['bad']

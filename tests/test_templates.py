@@ -22,7 +22,7 @@ WRONG = {'hot_sink': 'sqlite:x.db', 'profiles': 'two words',
          'timestamp_attribute': 'a b', 'kafka_bootstrap': 'kafka-1',
          'kafka_topic': 'a/b', 'kafka_group_id': 'a b',
          'kafka_commit_on_finalize': 'no', 'kafka_expansion_service': 'x',
-         'mask_fields': 'payload.user id'}
+         'mask_fields': 'payload.user id', 'run_id': 'two words'}
 
 
 def _options():

@@ -30,7 +30,6 @@ import gc
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io import fileio
-from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.registry import load_registry
@@ -39,6 +38,7 @@ from transforms.decode import DEAD_LETTERS
 from transforms.decoding import decode_records
 from transforms.batch import Batch
 from transforms.sources import read_file_records
+from transforms.tallies import TALLIES, Tally
 
 __all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'Rebatch',
            'BatchByArrival']
@@ -109,23 +109,23 @@ def raise_gc_thresholds():
 
 
 class DecodeCounters(object):
-  """The decode step's counters, counted per decoded batch."""
+  """The decode step's counts, counted per decoded batch (Beam counters, and
+  as data: `tallies.Tally`)."""
 
   def __init__(self):
-    ns = counters.NAMESPACE
-    self._input = Metrics.counter(ns, counters.INPUT_RECORDS)
-    self._blank = Metrics.counter(ns, counters.BLANK_LINES)
-    self._unknown = Metrics.counter(ns, counters.UNKNOWN_FIELDS)
-    self._valid = Metrics.counter(ns, counters.VALID_EVENTS)
-    self._inexact = Metrics.counter(ns, counters.UPCAST_INEXACT)
+    self._tally = Tally()
 
   def count(self, decoded, records: int):
     """Counts `decoded`, the result of decoding `records` raw records."""
-    self._blank.inc(decoded.blank)
-    self._input.inc(records - decoded.blank)
-    self._valid.inc(len(decoded.events))
-    self._unknown.inc(decoded.unknown_fields)
-    self._inexact.inc(decoded.inexact_amounts)
+    self._tally.inc(counters.BLANK_LINES, decoded.blank)
+    self._tally.inc(counters.INPUT_RECORDS, records - decoded.blank)
+    self._tally.inc(counters.VALID_EVENTS, len(decoded.events))
+    self._tally.inc(counters.UNKNOWN_FIELDS, decoded.unknown_fields)
+    self._tally.inc(counters.UPCAST_INEXACT, decoded.inexact_amounts)
+
+  def emit(self):
+    """The bundle's counts, for `finish_bundle`."""
+    return self._tally.emit()
 
 
 def decoded_outputs(decoded, wrap=lambda value: value):
@@ -154,6 +154,9 @@ class _DecodeBatchFn(beam.DoFn):
     self._counters.count(decoded, len(batch))
     yield from decoded_outputs(decoded)
 
+  def finish_bundle(self):
+    yield from self._counters.emit()
+
 
 class DecodeBatches(beam.PTransform):
   """Lists of raw records in; lists of events (`events`) and dead letters out.
@@ -171,7 +174,7 @@ class DecodeBatches(beam.PTransform):
     return batches | 'DecodeValidate' >> beam.ParDo(
         _DecodeBatchFn(self._registry_path)).with_output_types(
             Batch).with_outputs(
-            DEAD_LETTERS, main='events')
+            DEAD_LETTERS, TALLIES, main='events')
 
 
 def _joined(parts):

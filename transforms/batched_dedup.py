@@ -30,7 +30,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.coders import PickleCoder
-from apache_beam.metrics import Metrics
 from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import GlobalWindow
@@ -42,6 +41,7 @@ from schemas.keys import key_shard
 from transforms import counters
 from transforms.batch import Batch
 from transforms.batched_tables import first_copies, table_shards
+from transforms.tallies import TALLIES, Tally
 from transforms.views import micros
 
 __all__ = ['DedupBatches', 'KeySet', 'ExpiringKeys', 'compact_key',
@@ -104,7 +104,10 @@ class _DedupBatchFn(beam.DoFn):
     self._ttl_us = ttl_s * 1000000
 
   def setup(self):
-    self._duplicates = Metrics.counter(counters.NAMESPACE, counters.DUPLICATES)
+    self._tally = Tally()
+
+  def finish_bundle(self):
+    yield from self._tally.emit()
 
   def process(self, element, seen=beam.DoFn.StateParam(SEEN),
               expiry=beam.DoFn.TimerParam(EXPIRY)):
@@ -119,7 +122,7 @@ class _DedupBatchFn(beam.DoFn):
     seen.write(keys)
     if keys.latest is not None:
       expiry.set(Timestamp(micros=keys.latest))
-    self._duplicates.inc(duplicates)
+    self._tally.inc(counters.DUPLICATES, duplicates)
     if len(unique):
       yield unique
 
@@ -243,7 +246,10 @@ class _ExpiringDedupBatchFn(beam.DoFn):
     self._step_us = expiry_step_us(ttl_s)
 
   def setup(self):
-    self._duplicates = Metrics.counter(counters.NAMESPACE, counters.DUPLICATES)
+    self._tally = Tally()
+
+  def finish_bundle(self):
+    yield from self._tally.emit()
 
   def process(self, element, timestamp=beam.DoFn.TimestampParam,
               seen=beam.DoFn.StateParam(SEEN),
@@ -266,7 +272,7 @@ class _ExpiringDedupBatchFn(beam.DoFn):
     seen.write(keys)
     if keys.earliest is not None:
       expiry.set(Timestamp(micros=keys.earliest))
-    self._duplicates.inc(len(events) - len(kept))
+    self._tally.inc(counters.DUPLICATES, len(events) - len(kept))
     if kept:
       yield Batch([events[i] for i in kept])
 
@@ -312,7 +318,8 @@ def _split_by_shard(events, shards=SHARDS):
 
 
 class DedupBatches(beam.PTransform):
-  """Batches of events in; batches of first copies out (exact, keyed by key).
+  """Batches of events in; batches of first copies out (exact, keyed by
+  key): `result.events`, and the step's counts on `result.tallies`.
 
   Args:
     ttl_s: seconds of event time a key is remembered (`--dedup_ttl`).
@@ -337,6 +344,7 @@ class DedupBatches(beam.PTransform):
             | 'SplitByShard' >> beam.FlatMap(
                 _split_by_shard, shards).with_output_types(Tuple[int, self._type])
             | 'DropRetries' >> beam.ParDo(
-                dedup(self._ttl_s)).with_output_types(self._type))
+                dedup(self._ttl_s)).with_output_types(self._type).with_outputs(
+                    TALLIES, main='events'))
 
 

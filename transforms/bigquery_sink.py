@@ -30,8 +30,10 @@ Targets are created if missing: partitioned by day (`events.event_time`,
 views' `window_start`, `dead_letters.failed_at`, `pipeline_metrics.recorded_at`)
 and clustered by `tenant_id` (`events` by `tenant_id, event_time`).
 """
+import collections
 import datetime
 import hashlib
+import json
 import logging
 import time
 
@@ -46,14 +48,15 @@ from transforms import counters
 from transforms.cold_sink import COLD_FILES, export_outbox
 from transforms.duckdb_sink import NO_FLOOR, new_commit_id
 from transforms.staging import (CommitCounters, split_markers, stage_and_commit,
-                                staged_table)
-from transforms.bigquery_tables import (STAGED_AT, bq_schema, ensure_staging,
-                                        ensure_tables, events_commit_script,
-                                        letters_merge, retry_races, staging_id)
+                                staged_table, staged_tally)
+from transforms.bigquery_tables import (STAGED_AT, bq_schema, drain_script,
+                                        ensure_staging, ensure_tables,
+                                        events_commit_script, letters_merge,
+                                        retry_races, staging_id, tallies_script)
 from transforms.stores import bigquery_client
 
 __all__ = ['WriteToBigQueryWarehouse', 'ensure_tables', 'bq_schema',
-           'write_metrics', 'depth', 'SOURCE_FIELDS']
+           'write_metrics', 'read_metrics', 'depth', 'SOURCE_FIELDS']
 
 _COMMIT_KEY = 'commit'
 # Fields an events row carries only for this sink: the original record and its
@@ -144,7 +147,7 @@ class _StageFn(beam.DoFn):
 
   def process(self, rows):
     rows = list(rows)
-    parked = False
+    parked, counts = False, collections.Counter()
     for start in range(0, len(rows), _ROWS_PER_REQUEST):
       chunk = rows[start:start + _ROWS_PER_REQUEST]
       rejected = self._insert(self._name, chunk)
@@ -155,11 +158,16 @@ class _StageFn(beam.DoFn):
       if rejected:
         self._park(rejected)
         parked = True
+        counts[counters.DEAD_LETTERS] += len(rejected)
+        counts[counters.dead_letter_counter(SINK_FAILED)] += len(rejected)
       if self._name == tables.EVENTS.name:  # rejected rows became letters
         self._staged.inc(len(chunk) - len(rejected))
+        counts[counters.EVENTS_STAGED] += len(chunk) - len(rejected)
     yield _COMMIT_KEY, (self._name, None)
     if parked:
       yield _COMMIT_KEY, (tables.DEAD_LETTERS.name, None)
+    if +counts:  # this bundle's counts, as data (`tallies.py`)
+      yield _COMMIT_KEY, staged_tally(dict(+counts))
 
   def _park(self, rejected):
     """Rejected events rows -> `sink_failed` letters in the letters' staging."""
@@ -184,7 +192,8 @@ class _CommitFn(beam.DoFn):
   (`cold_sink.export_outbox`); in batch, drops the staging."""
 
   def __init__(self, project, dataset, endpoint, token, final, cold_path,
-               cold_max_rows=1000000):
+               cold_max_rows=1000000, run_id=None):
+    self._run_id = run_id
     self._project, self._dataset, self._endpoint = project, dataset, endpoint
     self._token, self._final = token, final
     self._cold_path, self._cold_max_rows = cold_path, cold_max_rows
@@ -203,7 +212,7 @@ class _CommitFn(beam.DoFn):
   def _query(self, sql, **params):
     from google.cloud import bigquery
     types = {'since': 'TIMESTAMP', 'now': 'TIMESTAMP', 'floor': 'INT64',
-             'commit': 'STRING'}
+             'commit': 'STRING', 'run': 'STRING', 'tallies': 'STRING'}
     config = bigquery.QueryJobConfig(query_parameters=[
         bigquery.ScalarQueryParameter(name, types[name], value)
         for name, value in params.items()])
@@ -221,8 +230,9 @@ class _CommitFn(beam.DoFn):
 
   def process(self, keyed):
     _, markers = keyed
-    staged, self._floor = split_markers(markers, self._floor)
+    staged, self._floor, tallies = split_markers(markers, self._floor)
     names = {name for name, _ in staged}
+    commit_id = new_commit_id()
     started = datetime.datetime.now(datetime.timezone.utc)
     prefix = '%s.%s' % (self._project, self._dataset)
     streaming = not self._final
@@ -239,9 +249,13 @@ class _CommitFn(beam.DoFn):
       self._query(letters_merge(target, letters), since=self._since)
       result['dead_letters'] = (staged_letters, self._query(
           'SELECT COUNT(*) FROM `%s`' % target)[0][0] - before)
+      if result['dead_letters'][1]:
+        tallies['letters:' + commit_id] = {
+            counters.DEAD_LETTERS_WRITTEN: result['dead_letters'][1]}
     events = staging_id(self._project, self._dataset, 'events', self._token)
     if 'events' in names and self._exists(events):
-      params = dict(since=self._since, commit=new_commit_id(), now=started)
+      params = dict(since=self._since, commit=commit_id, now=started,
+                    run=self._run_id, tallies=_tallies_json(tallies))
       if streaming:
         params['floor'] = floor
       staged_n, stored, late = self._query(
@@ -249,7 +263,12 @@ class _CommitFn(beam.DoFn):
       result['events'] = (staged_n, stored)
       result['late_letters'] = (late, late)
       self._finalized = floor
-    elif streaming and floor > self._finalized:
+      tallies = {}  # added in the script's transaction
+    elif tallies:
+      self._query(tallies_script(prefix), run=self._run_id, now=started,
+                  tallies=_tallies_json(tallies))
+      tallies = {}
+    if streaming and floor > self._finalized:
       # The watermark moved: early rows whose window it passed are final.
       for table in tables.VIEW_TABLES:
         self._query("UPDATE `%s.%s` SET pane_timing = 'ON_TIME' WHERE "
@@ -286,9 +305,22 @@ class _CommitFn(beam.DoFn):
           [table.column(f.name).cast(f.type) for f in schema], schema=schema)
     return result
 
-  def _drain(self, commit_id):
-    self._query('DELETE FROM `%s.%s.cold_outbox` WHERE commit_id = @commit' % (
-        self._project, self._dataset), commit=commit_id)
+  def _drain(self, commit_id, rows=0, files=0):
+    """Deletes an exported commit's outbox rows and adds the export's counts
+    to the run's `pipeline_metrics`, in one transaction."""
+    prefix = '%s.%s' % (self._project, self._dataset)
+    counts = {name: n for name, n in (('cold_rows_written', rows),
+                                      ('cold_files_written', files)) if n}
+    self._query(drain_script(prefix), commit=commit_id, run=self._run_id,
+                now=datetime.datetime.now(datetime.timezone.utc),
+                tallies=_tallies_json({'cold:' + commit_id: counts}))
+
+
+def _tallies_json(tallies) -> str:
+  """{tally id: {name: n}} as the JSON the commit's SQL reads."""
+  return json.dumps([{'id': tally_id, 'name': name, 'value': n}
+                     for tally_id, counts in sorted(tallies.items())
+                     for name, n in sorted(counts.items())])
 
 
 class WriteToBigQueryWarehouse(beam.PTransform):
@@ -307,8 +339,10 @@ class WriteToBigQueryWarehouse(beam.PTransform):
 
   def __init__(self, project, dataset, cold_path, endpoint=None, token=None,
                max_batch_size=5000, commit_every_s=5, streaming=False,
-               prebatched=False, mask_fields=(), cold_max_rows=1000000):
+               prebatched=False, mask_fields=(), cold_max_rows=1000000,
+               run_id=None):
     super().__init__()
+    self._run_id = run_id
     import uuid
     self._cold_path, self._cold_max_rows = cold_path, cold_max_rows
     self._project, self._dataset, self._endpoint = project, dataset, endpoint
@@ -324,7 +358,8 @@ class WriteToBigQueryWarehouse(beam.PTransform):
         lambda name: _StageFn(self._project, self._dataset, self._endpoint, name,
                               self._token, mask_fields=self._mask_fields),
         _CommitFn(self._project, self._dataset, self._endpoint, self._token,
-                  not self._streaming, self._cold_path, self._cold_max_rows),
+                  not self._streaming, self._cold_path, self._cold_max_rows,
+                  self._run_id),
         self._max_batch_size, self._streaming, self._commit_every_s,
         self._prebatched)
 
@@ -342,6 +377,21 @@ def write_metrics(project, dataset, endpoint, run_id, counts, recorded_at):
         row_ids=['%s/%s' % (r['run_id'], r['name']) for r in rows])
     if errors:
       raise IOError('bigquery rejected pipeline_metrics rows: %s' % errors[:3])
+  finally:
+    client.close()
+
+
+def read_metrics(project, dataset, endpoint, run_id) -> dict:
+  """A run's rows of `pipeline_metrics`: {name: value}."""
+  from google.cloud import bigquery
+  client = bigquery_client(project, endpoint)
+  try:
+    rows = client.query(
+        'SELECT name, value FROM `%s.%s.pipeline_metrics` WHERE run_id = @run'
+        % (project, dataset), job_config=bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ScalarQueryParameter(
+                'run', 'STRING', run_id)])).result()
+    return {row[0]: row[1] for row in rows}
   finally:
     client.close()
 

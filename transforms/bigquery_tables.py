@@ -5,17 +5,19 @@ Used by the sink (`bigquery_sink.py`) and its metrics writer."""
 import datetime
 
 from schemas import tables
-from transforms import view_sql
+from transforms import counters, view_sql
 from transforms.staging import staged_table
 
 __all__ = ['bq_schema', 'ensure_tables', 'retry_races', 'staging_id',
            'ensure_staging', 'events_commit_script', 'letters_merge',
-           'STAGED_AT']
+           'tallies_script', 'drain_script', 'STAGED_AT']
 
 STAGED_AT = '_staged_at'
 _PARTITION = {'events': 'event_time', 'dead_letters': 'failed_at',
               'pipeline_metrics': 'recorded_at', 'cold_outbox': 'processed_at',
               'active_user_periods': 'period_start'}
+# Tables without a time column: not partitioned.
+_UNPARTITIONED = ('tally_ledger',)
 
 
 def _field(column):
@@ -79,8 +81,10 @@ def ensure_tables(client, project, dataset):
       tables.INTERNAL_TABLES.values()):
     target = bigquery.Table('%s.%s.%s' % (project, dataset, table.name),
                             schema=bq_schema(table))
-    target.time_partitioning = bigquery.TimePartitioning(
-        type_=bigquery.TimePartitioningType.DAY, field=_partition_field(table))
+    if table.name not in _UNPARTITIONED:
+      target.time_partitioning = bigquery.TimePartitioning(
+          type_=bigquery.TimePartitioningType.DAY,
+          field=_partition_field(table))
     if table.name == tables.EVENTS.name:
       # The views' commit recounts nothing from here, but a range of one
       # tenant's events (serving, backfill checks) prunes blocks this way.
@@ -137,8 +141,10 @@ def events_commit_script(prefix, staging, streaming):
   """One multi-statement transaction: the staged events (since @since) not
   yet stored are inserted (`fresh`), with their rows in the cold tier's
   outbox (@commit) and their late letters, and the views grow by them
-  (`view_sql`); a retried commit finds them stored and changes nothing. Its
-  last statement returns (staged rows, stored, late letters written)."""
+  (`view_sql`); a retried commit finds them stored and changes nothing. The
+  run's (@run) tallies (@tallies) and the commit's own counts go to
+  `pipeline_metrics` in the same transaction. Its last statement returns
+  (staged rows, stored, late letters written)."""
   events = ', '.join(tables.EVENTS.column_names)
   letters = ', '.join(tables.DEAD_LETTERS.column_names)
   statements = [
@@ -159,12 +165,86 @@ def events_commit_script(prefix, staging, streaming):
       'fresh' % (prefix, events, events),
       'CREATE TEMP TABLE late AS SELECT %s FROM fresh WHERE late_letter IS NOT '
       'NULL' % _late_letter_values(),
-      'INSERT INTO `%s.dead_letters` (%s) SELECT %s FROM late L WHERE NOT '
-      'EXISTS (SELECT 1 FROM `%s.dead_letters` D WHERE D.dead_letter_id = '
-      'L.dead_letter_id)' % (prefix, letters, letters, prefix),
+      'CREATE TEMP TABLE late_new AS SELECT * FROM late L WHERE NOT EXISTS '
+      '(SELECT 1 FROM `%s.dead_letters` D WHERE D.dead_letter_id = '
+      'L.dead_letter_id)' % prefix,
+      'INSERT INTO `%s.dead_letters` (%s) SELECT %s FROM late_new' % (
+          prefix, letters, letters),
+      # The commit's own counts, added with the staged tallies below.
+      "CREATE TEMP TABLE own AS SELECT CONCAT('commit:', @commit) AS tally_id,"
+      " 'events_written' AS name, (SELECT COUNT(*) FROM fresh) AS value "
+      "UNION ALL SELECT CONCAT('commit:', @commit), 'dead_letters_written', "
+      "(SELECT COUNT(*) FROM late_new) UNION ALL SELECT CONCAT('commit:', "
+      "@commit), 'dead_letters_late_event', (SELECT COUNT(*) FROM late_new)",
   ]
   statements += view_sql.bigquery_view_statements(prefix, streaming)
+  statements += tallies_statements(prefix, own=True)
   statements.append('COMMIT TRANSACTION')
   statements.append('SELECT (SELECT COUNT(*) FROM staged_events), (SELECT '
-                    'COUNT(*) FROM fresh), (SELECT COUNT(*) FROM late)')
+                    'COUNT(*) FROM fresh), (SELECT COUNT(*) FROM late_new)')
   return ';\n'.join(statements) + ';'
+
+
+
+def tallies_statements(prefix, own=False):
+  """Statements adding `@tallies` (JSON: [{"id", "name", "value"}]), and
+  with `own` the temp table `own` (a commit's own counts), not yet
+  in `tally_ledger` to the run `@run`'s rows of `pipeline_metrics`, and
+  deriving its `events_already_stored` (staged minus written); they run
+  inside a commit's transaction (DELETE and INSERT: no MERGE there)."""
+  metrics = '`%s.pipeline_metrics`' % prefix
+  ledger = '`%s.tally_ledger`' % prefix
+  return [
+      "CREATE TEMP TABLE tallied AS SELECT JSON_VALUE(t, '$.id') AS tally_id, "
+      "JSON_VALUE(t, '$.name') AS name, CAST(JSON_VALUE(t, '$.value') AS INT64)"
+      ' AS value FROM UNNEST(JSON_QUERY_ARRAY(@tallies)) AS t'
+      + (' UNION ALL SELECT tally_id, name, value FROM own' if own else ''),
+      'CREATE TEMP TABLE new_tallies AS SELECT * FROM tallied T WHERE NOT '
+      'EXISTS (SELECT 1 FROM %s L WHERE L.tally_id = T.tally_id)' % ledger,
+      'INSERT INTO %s (tally_id) SELECT DISTINCT tally_id FROM new_tallies'
+      % ledger,
+      'CREATE TEMP TABLE added AS SELECT name, SUM(value) AS value FROM '
+      'new_tallies GROUP BY name',
+      'CREATE TEMP TABLE summed AS SELECT A.name, COALESCE(M.value, 0) + '
+      'A.value AS value FROM added A LEFT JOIN %s M ON M.run_id = @run AND '
+      'M.name = A.name' % metrics,
+      'DELETE FROM %s WHERE run_id = @run AND name IN (SELECT name FROM '
+      'summed)' % metrics,
+      'INSERT INTO %s (run_id, name, value, recorded_at) SELECT @run, name, '
+      'value, @now FROM summed' % metrics,
+      # The counters every run records, at 0 until something is counted.
+      'INSERT INTO %s (run_id, name, value, recorded_at) SELECT @run, name, 0, '
+      '@now FROM UNNEST([%s]) AS name WHERE name NOT IN (SELECT name FROM %s '
+      'WHERE run_id = @run)' % (metrics, ', '.join(
+          "'%s'" % n for n in counters.recorded()), metrics),
+      "DELETE FROM %s WHERE run_id = @run AND name = 'events_already_stored'"
+      % metrics,
+      'INSERT INTO %s (run_id, name, value, recorded_at) SELECT @run, '
+      "'events_already_stored', COALESCE(SUM(IF(name = 'events_staged', "
+      "value, 0)), 0) - COALESCE(SUM(IF(name = 'events_written', value, 0)), "
+      "0), @now FROM %s WHERE run_id = @run AND name IN ('events_staged', "
+      "'events_written')" % (metrics, metrics),
+  ]
+
+
+
+def tallies_script(prefix):
+  """A commit without events rows: the tallies alone, in a transaction
+  behind the commit lock."""
+  return ';\n'.join(
+      ['BEGIN TRANSACTION',
+       'UPDATE `%s.commit_lock` SET holder = @run, updated_at = @now WHERE '
+       'TRUE' % prefix]
+      + tallies_statements(prefix) + ['COMMIT TRANSACTION']) + ';'
+
+
+
+def drain_script(prefix):
+  """An exported commit's outbox rows deleted and the export's counts
+  (`@tallies`) added, in one transaction."""
+  return ';\n'.join(
+      ['BEGIN TRANSACTION',
+       'UPDATE `%s.commit_lock` SET holder = @commit, updated_at = @now WHERE '
+       'TRUE' % prefix,
+       'DELETE FROM `%s.cold_outbox` WHERE commit_id = @commit' % prefix]
+      + tallies_statements(prefix) + ['COMMIT TRANSACTION']) + ';'

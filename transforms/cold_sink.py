@@ -98,11 +98,12 @@ def write_cold_rows(root, table: pa.Table, max_rows: int):
 
 def export_outbox(root, outbox, drain, max_rows, counters=None):
   """Exports each pending commit's rows (`outbox`: {commit id: Arrow
-  table}) to the cold tier, then calls `drain(commit id)`; yields the paths
-  written. `counters` (a `staging.CommitCounters`) counts rows and files."""
+  table}) to the cold tier, then calls `drain(commit id, rows, files)`;
+  yields the paths written. `counters` (a `staging.CommitCounters`) counts
+  rows and files as Beam counters."""
   for commit_id in sorted(outbox):
     written = write_cold_rows(root, outbox[commit_id], max_rows)
-    drain(commit_id)
+    drain(commit_id, sum(rows for _, rows in written), len(written))
     if counters is not None:
       counters.cold_rows.inc(sum(rows for _, rows in written))
       counters.cold_files.inc(len(written))

@@ -29,3 +29,13 @@ UPCAST_INEXACT = 'upcast_inexact_amounts'
 def dead_letter_counter(kind: str) -> str:
   """The counter of one dead-letter kind, e.g. `dead_letters_malformed`."""
   return 'dead_letters_%s' % kind
+
+
+def recorded() -> tuple:
+  """The counters every run's `pipeline_metrics` holds (0 when nothing was
+  counted): contract section 4's, and the ones the project's checks use."""
+  from schemas.records import ERROR_KINDS
+  return (INPUT_RECORDS, BLANK_LINES, VALID_EVENTS, EVENTS_STAGED,
+          EVENTS_WRITTEN, EVENTS_ALREADY_STORED, DUPLICATES, DEAD_LETTERS,
+          DEAD_LETTERS_WRITTEN, ENRICHMENT_FALLBACKS, UNKNOWN_FIELDS,
+          UPCAST_INEXACT) + tuple(dead_letter_counter(k) for k in ERROR_KINDS)

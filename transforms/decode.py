@@ -11,7 +11,6 @@ rather than losing the record. The checks themselves are Beam-free, in
 `decoding.py`.
 """
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import DeadLetter
@@ -19,6 +18,7 @@ from schemas.registry import load_registry
 from schemas.upcasters import is_inexact
 from transforms import counters
 from transforms.decoding import as_raw_record, decode_and_validate
+from transforms.tallies import TALLIES, Tally
 
 __all__ = ['decode_and_validate', 'as_raw_record', 'DecodeAndValidate',
            'DEAD_LETTERS']
@@ -34,32 +34,29 @@ class _DecodeAndValidateFn(beam.DoFn):
 
   def setup(self):
     self._registry = load_registry(self._registry_path)
-    self._input = Metrics.counter(counters.NAMESPACE, counters.INPUT_RECORDS)
-    self._blank = Metrics.counter(counters.NAMESPACE, counters.BLANK_LINES)
-    self._unknown = Metrics.counter(counters.NAMESPACE, counters.UNKNOWN_FIELDS)
-    self._valid = Metrics.counter(counters.NAMESPACE, counters.VALID_EVENTS)
-    self._inexact = Metrics.counter(counters.NAMESPACE,
-                                    counters.UPCAST_INEXACT)
+    self._tally = Tally()
 
   def process(self, element, timestamp=beam.DoFn.TimestampParam):
     result, unknown = decode_and_validate(as_raw_record(element), self._registry)
     if result is None:
-      self._blank.inc()
+      self._tally.inc(counters.BLANK_LINES)
       return
-    self._input.inc()
+    self._tally.inc(counters.INPUT_RECORDS)
     if isinstance(result, DeadLetter):
       yield beam.pvalue.TaggedOutput(DEAD_LETTERS, result)
       return
-    self._valid.inc()
-    if unknown:
-      self._unknown.inc(unknown)
-    if is_inexact(result.event_type, result.payload):
-      self._inexact.inc()
+    self._tally.inc(counters.VALID_EVENTS)
+    self._tally.inc(counters.UNKNOWN_FIELDS, unknown)
+    self._tally.inc(counters.UPCAST_INEXACT,
+                    int(is_inexact(result.event_type, result.payload)))
     # The later of its event time and its arrival (the source's timestamp,
     # which the watermark follows): dedup keeps a key for the TTL from
     # there, so an old event arriving through a stream is deduplicated too.
     yield beam.window.TimestampedValue(result, max(
         Timestamp.from_utc_datetime(result.event_time), timestamp))
+
+  def finish_bundle(self):
+    yield from self._tally.emit()
 
 
 class DecodeAndValidate(beam.PTransform):
@@ -81,5 +78,5 @@ class DecodeAndValidate(beam.PTransform):
         raw_records
         | 'DecodeValidate' >> beam.ParDo(
             _DecodeAndValidateFn(self._registry_path)).with_outputs(
-            DEAD_LETTERS, main='events'))
+            DEAD_LETTERS, TALLIES, main='events'))
     return outputs

@@ -20,7 +20,6 @@ from typing import Tuple
 
 import apache_beam as beam
 from apache_beam.coders import BooleanCoder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
@@ -28,6 +27,7 @@ from apache_beam.utils.timestamp import Duration
 
 from schemas.records import Event
 from transforms import counters
+from transforms.tallies import TALLIES, Tally
 
 __all__ = ['DedupByIdempotencyKey', 'DedupFn']
 
@@ -42,7 +42,7 @@ class DedupFn(beam.DoFn):
     self._ttl = Duration(seconds=ttl_s)
 
   def setup(self):
-    self._duplicates = Metrics.counter(counters.NAMESPACE, counters.DUPLICATES)
+    self._tally = Tally()
 
   def process(self, element: Tuple[str, Event],
               timestamp=beam.DoFn.TimestampParam,
@@ -50,7 +50,7 @@ class DedupFn(beam.DoFn):
               expiry=beam.DoFn.TimerParam(EXPIRY)):
     _, event = element
     if seen.read():
-      self._duplicates.inc()
+      self._tally.inc(counters.DUPLICATES)
       return
     seen.write(True)
     expiry.set(timestamp + self._ttl)
@@ -60,9 +60,13 @@ class DedupFn(beam.DoFn):
   def expire(self, seen=beam.DoFn.StateParam(SEEN)):
     seen.clear()
 
+  def finish_bundle(self):
+    yield from self._tally.emit()
+
 
 class DedupByIdempotencyKey(beam.PTransform):
-  """Events in, events with retries removed out (global window, stateful).
+  """Events in, events with retries removed out (global window, stateful):
+  `result.events`, and the step's counts on `result.tallies`.
 
   Args:
     ttl_s: seconds of event time a key is remembered (`--dedup_ttl`).
@@ -80,4 +84,5 @@ class DedupByIdempotencyKey(beam.PTransform):
         | 'KeyByIdempotencyKey' >> beam.Map(
             lambda e: (e.idempotency_key, e)).with_output_types(
                 Tuple[str, Event])
-        | 'DropRetries' >> beam.ParDo(DedupFn(self._ttl_s)))
+        | 'DropRetries' >> beam.ParDo(DedupFn(self._ttl_s)).with_outputs(
+            TALLIES, main='events'))

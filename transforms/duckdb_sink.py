@@ -34,9 +34,9 @@ from transforms.duckdb_memory import (MEMORY_LIMIT_PATTERN, commit_memory_limit,
                                       out_of_memory)
 from transforms.cold_sink import COLD_FILES, export_outbox
 from transforms.files import remove_empty_local_folders
-from transforms.staging import (CommitCounters, count_staged, split_markers,
-                                stage_and_commit, staged_table,
-                                write_staging_file)
+from transforms.staging import (CommitCounters, commit_counts, count_staged,
+                                split_markers, stage_and_commit, staged_table,
+                                staged_tally, write_staging_file)
 
 __all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry',
            'commit_memory_limit', 'staging_dir_of', 'MEMORY_LIMIT_PATTERN',
@@ -171,8 +171,51 @@ def utcnow_naive():
 NO_FLOOR = -2 ** 63
 
 
+def apply_tallies(con, run_id, tallies, now=None):
+  """In the open transaction: adds the tallies ({id: {name: n}}) not yet in
+  `tally_ledger` to `pipeline_metrics` rows of `run_id`, records them there,
+  and derives the run's `events_already_stored` (staged minus written)."""
+  tallies = {t: c for t, c in tallies.items() if c}
+  seen = set()
+  if tallies:
+    con.execute('CREATE TEMP TABLE IF NOT EXISTS offered (tally_id VARCHAR)')
+    con.execute('DELETE FROM offered')
+    con.executemany('INSERT INTO offered VALUES (?)', [[t] for t in tallies])
+    seen = {t for (t,) in con.execute(
+        'SELECT o.tally_id FROM offered o JOIN tally_ledger l USING (tally_id)'
+    ).fetchall()}
+  added = {}
+  for tally_id, counts in tallies.items():
+    if tally_id in seen:
+      continue
+    for name, n in counts.items():
+      added[name] = added.get(name, 0) + n
+  new = [[t] for t in tallies if t not in seen]
+  now = now or utcnow_naive()
+  # The counters every run records, at 0 until something is counted.
+  con.executemany('INSERT INTO pipeline_metrics VALUES (?, ?, 0, ?) ON '
+                  'CONFLICT DO NOTHING',
+                  [[run_id, name, now] for name in counters.recorded()])
+  if not new or not added:
+    return
+  con.executemany('INSERT INTO tally_ledger VALUES (?)', new)
+  con.executemany(
+      'INSERT INTO pipeline_metrics VALUES (?, ?, ?, ?) ON CONFLICT (run_id, '
+      'name) DO UPDATE SET value = pipeline_metrics.value + excluded.value, '
+      'recorded_at = excluded.recorded_at',
+      [[run_id, name, n, now] for name, n in sorted(added.items())])
+  con.execute(
+      "INSERT OR REPLACE INTO pipeline_metrics SELECT $run, "
+      "'events_already_stored', coalesce(sum(CASE WHEN name = 'events_staged' "
+      "THEN value ELSE 0 END), 0) - coalesce(sum(CASE WHEN name = "
+      "'events_written' THEN value ELSE 0 END), 0), $now FROM pipeline_metrics "
+      "WHERE run_id = $run AND name IN ('events_staged', 'events_written')",
+      {'run': run_id, 'now': now})
+
+
 def commit_staged(db_path: str, staged, memory_limit=None, streaming=False,
-                  floor_us=NO_FLOOR, commit_id=None) -> dict:
+                  floor_us=NO_FLOOR, commit_id=None, run_id=None,
+                  tallies=None) -> dict:
   """Commits staged files into DuckDB in one transaction; returns
   {table: (staged rows, rows written)}, with `late_event` letters written
   as `late_letters`.
@@ -201,7 +244,7 @@ def commit_staged(db_path: str, staged, memory_limit=None, streaming=False,
     if os.path.exists(path):
       by_table.setdefault(name, set()).add(path)
   result = {}
-  if not by_table and not streaming:
+  if not by_table and not streaming and not tallies:
     return result
   files = {name: sorted(paths) for name, paths in by_table.items()}
   commit_id = commit_id or new_commit_id()
@@ -231,6 +274,10 @@ def commit_staged(db_path: str, staged, memory_limit=None, streaming=False,
       elif streaming:
         for sql in view_sql.duckdb_finalize():
           con.execute(sql, {'floor': floor_us})
+      if run_id is not None:
+        # The run's counts, with this commit's own: in its transaction.
+        apply_tallies(con, run_id, dict(
+            tallies or {}, **{'commit:' + commit_id: commit_counts(result)}))
       con.execute('COMMIT')
     except BaseException as error:
       _rollback(con, error)
@@ -276,11 +323,18 @@ def read_outbox(db_path: str):
     con.close()
 
 
-def drain_outbox(db_path: str, commit_id: str):
-  """Deletes a commit's outbox rows once the cold tier holds them."""
+def drain_outbox(db_path: str, commit_id: str, run_id=None, counts=None):
+  """Deletes a commit's outbox rows once the cold tier holds them, and adds
+  `counts` (the export's) to the run's `pipeline_metrics`, in one
+  transaction."""
   con = connect(db_path)
   try:
+    con.execute('BEGIN TRANSACTION')
     con.execute('DELETE FROM cold_outbox WHERE commit_id = ?', [commit_id])
+    if run_id is not None and counts:
+      apply_tallies(con, run_id, {'cold:' + commit_id: {
+          name: n for name, n in counts.items() if n}})
+    con.execute('COMMIT')
   finally:
     con.close()
 
@@ -300,6 +354,9 @@ class _StageFn(beam.DoFn):
                               rows)
     count_staged(self._staged, self._table_name, rows)
     yield _COMMIT_KEY, (self._table_name, path)
+    if self._table_name == tables.EVENTS.name:
+      yield _COMMIT_KEY, staged_tally({counters.EVENTS_STAGED: (
+          rows.num_rows if hasattr(rows, 'num_rows') else len(rows))})
 
 
 class _CommitFn(beam.DoFn):
@@ -307,8 +364,9 @@ class _CommitFn(beam.DoFn):
   exports what it stored to the cold tier (`cold_sink.export_outbox`)."""
 
   def __init__(self, db_path, cold_path, memory_limit=None, streaming=False,
-               cold_max_rows=1000000):
+               cold_max_rows=1000000, run_id=None):
     self._db_path, self._cold_path = db_path, cold_path
+    self._run_id = run_id
     self._memory_limit = memory_limit
     self._streaming, self._cold_max_rows = streaming, cold_max_rows
 
@@ -319,17 +377,23 @@ class _CommitFn(beam.DoFn):
 
   def process(self, keyed):
     _, markers = keyed
-    staged, self._floor = split_markers(markers, self._floor)
+    staged, self._floor, tallies = split_markers(markers, self._floor)
     result = commit_staged(self._db_path, staged, self._memory_limit,
-                           self._streaming, self._floor)
+                           self._streaming, self._floor, run_id=self._run_id,
+                           tallies=tallies)
     self._counters.count(result)
     for name, (staged_rows, written) in sorted(result.items()):
       yield name, staged_rows, written
     for path in export_outbox(
-        self._cold_path, read_outbox(self._db_path),
-        lambda commit_id: drain_outbox(self._db_path, commit_id),
+        self._cold_path, read_outbox(self._db_path), self._drain,
         self._cold_max_rows, self._counters):
       yield beam.pvalue.TaggedOutput(COLD_FILES, path)
+
+  def _drain(self, commit_id, rows=0, files=0):
+    """Deletes an exported commit's outbox rows and counts its files, in
+    one transaction (a second export of it counts nothing again)."""
+    drain_outbox(self._db_path, commit_id, self._run_id, {
+        'cold_rows_written': rows, 'cold_files_written': files})
 
 
 class WriteToDuckDB(beam.PTransform):
@@ -360,8 +424,10 @@ class WriteToDuckDB(beam.PTransform):
 
   def __init__(self, db_path, cold_path, staging_dir=None,
                max_batch_size=50000, commit_every_s=5, streaming=False,
-               prebatched=False, memory_limit=None, cold_max_rows=1000000):
+               prebatched=False, memory_limit=None, cold_max_rows=1000000,
+               run_id=None):
     super().__init__()
+    self._run_id = run_id
     self._memory_limit = memory_limit
     self._prebatched = prebatched
     self._db_path, self._cold_path = db_path, cold_path
@@ -375,6 +441,6 @@ class WriteToDuckDB(beam.PTransform):
     return stage_and_commit(
         rows_by_table, lambda name: _StageFn(self._staging_dir, name),
         _CommitFn(self._db_path, self._cold_path, self._memory_limit,
-                  self._streaming, self._cold_max_rows),
+                  self._streaming, self._cold_max_rows, self._run_id),
         self._max_batch_size, self._streaming, self._commit_every_s,
         self._prebatched)

@@ -11,11 +11,11 @@ import typing
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 
 from transforms import counters
 from transforms.batch import Batch
 from transforms.batched_tables import enrich_table
+from transforms.tallies import TALLIES, Tally
 from schemas.records import Event
 from transforms.profiles import (FALLBACK, Profile, newest,
                                  read_newest_profiles)
@@ -92,13 +92,15 @@ class _EnrichFn(beam.DoFn):
     self._batched = batched
 
   def setup(self):
-    self._fallbacks = Metrics.counter(
-        counters.NAMESPACE, counters.ENRICHMENT_FALLBACKS)
+    self._tally = Tally()
+
+  def finish_bundle(self):
+    yield from self._tally.emit()
 
   def process(self, element, profiles):
     if isinstance(element, pa.Table):  # the batched path's `events` rows
       table, fallbacks = enrich_table(element, profiles)
-      self._fallbacks.inc(fallbacks)
+      self._tally.inc(counters.ENRICHMENT_FALLBACKS, fallbacks)
       yield table
       return
     events = element if self._batched else (element,)
@@ -107,13 +109,13 @@ class _EnrichFn(beam.DoFn):
       profile = profiles.get((event.tenant_id, event.user_id))
       fallbacks += profile is None
       out.append(apply_profile(event, profile))
-    if fallbacks:
-      self._fallbacks.inc(fallbacks)
+    self._tally.inc(counters.ENRICHMENT_FALLBACKS, fallbacks)
     yield Batch(out) if self._batched else out[0]
 
 
 class EnrichFromSideInput(beam.PTransform):
-  """Events in, events with `user_tier`/`user_region` out.
+  """Events in, events with `user_tier`/`user_region` out (`result.events`),
+  and the step's counts (`result.tallies`).
 
   Args:
     profiles: a PCollection of ((tenant_id, user_id), Profile) pairs, or None
@@ -135,4 +137,4 @@ class EnrichFromSideInput(beam.PTransform):
                       profiles=beam.pvalue.AsDict(profiles))
     # Declared: inferred from `process` it would be `Batch` on both paths.
     join = join.with_output_types(self._type if self._batched else typing.Any)
-    return events | 'JoinProfiles' >> join
+    return events | 'JoinProfiles' >> join.with_outputs(TALLIES, main='events')

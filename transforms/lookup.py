@@ -25,13 +25,13 @@ import time
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.enrichment import Enrichment, EnrichmentSourceHandler
 
 from schemas.records import DeadLetter, ENRICHMENT_FAILED
 from transforms import counters
 from transforms.enrich import apply_profile
 from transforms.profiles import Profile
+from transforms.tallies import TALLIES, Tally
 from transforms.resilience import (MISSING, CircuitBreaker, LruTtlCache,
                                    RetryPolicy, TransientError,
                                    call_with_retries)
@@ -206,14 +206,15 @@ class _CountAndRouteFn(beam.DoFn):
     self._fallback = fallback
 
   def setup(self):
-    self._counters = {name: Metrics.counter(counters.NAMESPACE, name)
-                      for name in LOOKUP_COUNTERS}
+    self._tally = Tally()
+
+  def finish_bundle(self):
+    yield from self._tally.emit()
 
   def process(self, joined):
     event, (profile, error, delta) = joined
     for name, value in delta.items():
-      if value:
-        self._counters[name].inc(value)
+      self._tally.inc(name, value)
     if error is not None and not self._fallback:
       yield beam.pvalue.TaggedOutput(ENRICHMENT_FAILED_TAG, DeadLetter.of(
           ENRICHMENT_FAILED, error, event.raw, event.origin,
@@ -246,4 +247,5 @@ class EnrichWithLookups(beam.PTransform):
         # `Event`, which fails on its dict field.
         | 'CountAndRoute' >> beam.ParDo(
             _CountAndRouteFn(self._settings.fallback)).with_output_types(
-                Any).with_outputs(ENRICHMENT_FAILED_TAG, main='events'))
+                Any).with_outputs(ENRICHMENT_FAILED_TAG, TALLIES,
+                                  main='events'))

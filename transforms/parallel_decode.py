@@ -35,6 +35,7 @@ from transforms.batched import (DecodeCounters, decoded_outputs,
                                 raise_gc_thresholds)
 from transforms.decode import DEAD_LETTERS
 from transforms.decoding import decode_table
+from transforms.tallies import TALLIES
 
 __all__ = ['DecodeTables', 'HELPER_COUNTER']
 
@@ -103,6 +104,7 @@ class _DecodeTablesFn(beam.DoFn):
 
   def finish_bundle(self):
     yield from self._emit(block=True, everything=True)
+    yield from self._counters.emit()
     # The helper lives for one bundle: its memory is freed before the steps
     # after decoding (the commit) run, and starting one is a fork.
     self.teardown()
@@ -156,4 +158,4 @@ class DecodeTables(beam.PTransform):
   def expand(self, batches):
     return batches | 'DecodeValidate' >> beam.ParDo(
         _DecodeTablesFn(self._registry_path, self._helper)).with_output_types(
-            pa.Table).with_outputs(DEAD_LETTERS, main='events')
+            pa.Table).with_outputs(DEAD_LETTERS, TALLIES, main='events')

@@ -27,13 +27,15 @@ from transforms.files import write_atomically
 
 __all__ = ['write_staging_file', 'rows_to_table', 'stage_and_commit',
            'streaming_flush', 'split_markers', 'staged_table', 'CommitCounters',
-           'FLOOR', 'count_staged']
+           'FLOOR', 'TALLY', 'count_staged', 'staged_tally', 'commit_counts']
 
 
 # A marker that carries no staged file: a late-data gate's report of the
 # watermark (its timer's time, micros), which a streaming commit takes to
 # mark the views' early rows final.
 FLOOR = '_floor'
+# A marker carrying a tally (a step's counts, `transforms/tallies.py`).
+TALLY = '_tally'
 
 
 def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
@@ -51,6 +53,10 @@ def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
     if name == 'floors':
       staged.append(rows | 'FloorMarkers' >> beam.Map(
           lambda floor: ('commit', (FLOOR, floor))))
+      continue
+    if name == 'tallies':
+      staged.append(rows | 'TallyMarkers' >> beam.Map(
+          lambda tally: ('commit', (TALLY, tally))))
       continue
     rows = rows | 'Global%s' % name >> beam.WindowInto(window.GlobalWindows())
     if prebatched:
@@ -77,14 +83,33 @@ def stage_and_commit(rows_by_table, stage_fn, commit_fn, max_batch_size,
 
 def split_markers(markers, floor):
   """A commit's markers: ([(table, staged)], the highest watermark report
-  among them and `floor`)."""
-  staged = []
+  among them and `floor`, {tally id: counts})."""
+  staged, tallies = [], {}
   for name, value in markers:
     if name == FLOOR:
       floor = max(floor, value)
+    elif name == TALLY:
+      tallies[value['id']] = value['counts']
     else:
       staged.append((name, value))
-  return staged, floor
+  return staged, floor, tallies
+
+
+def staged_tally(counts):
+  """A marker with a stage step's own counts (as `tallies.Tally` emits)."""
+  import uuid
+  return (TALLY, {'id': uuid.uuid4().hex, 'counts': counts})
+
+
+def commit_counts(result):
+  """A commit's own counts from its `result` ({table: (staged, written)},
+  late letters as `late_letters`), as `pipeline_metrics` names."""
+  letters = result.get(tables.DEAD_LETTERS.name, (0, 0))[1]
+  late = result.get('late_letters', (0, 0))[1]
+  counts = {counters.EVENTS_WRITTEN: result.get(tables.EVENTS.name, (0, 0))[1],
+            counters.DEAD_LETTERS_WRITTEN: letters + late,
+            counters.dead_letter_counter(LATE_EVENT): late}
+  return {name: n for name, n in counts.items() if n}
 
 
 def staged_table(name: str) -> Table:
