@@ -25,8 +25,9 @@
 `mend()` applies both once per process, for runs on that runner only
 (`pipelines.analytics.run`, the streaming soak). Each wraps one function of
 Beam's, so it first checks that the function is there as expected, and
-otherwise leaves Beam alone and says so: the caller then writes no counters
-rather than wrong ones.
+otherwise leaves Beam alone and says so (then only the runner's Beam
+counters are off: `pipeline_metrics` is written by the pipeline itself,
+from its tallies, `transforms/tallies.py`).
 """
 import inspect
 import logging
