@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 from transforms import counters, view_sql
 from transforms.duckdb_memory import (MEMORY_LIMIT_PATTERN, commit_memory_limit,
                                       out_of_memory)
+from transforms.tallies import apply_tallies
 from transforms.cold_sink import COLD_FILES, export_outbox
 from transforms.files import remove_empty_local_folders
 from transforms.staging import (CommitCounters, commit_counts, count_staged,
@@ -169,48 +170,6 @@ def utcnow_naive():
 
 # The watermark as a commit knows it before any gate said more: none passed.
 NO_FLOOR = -2 ** 63
-
-
-def apply_tallies(con, run_id, tallies, now=None):
-  """In the open transaction: adds the tallies ({id: {name: n}}) not yet in
-  `tally_ledger` to `pipeline_metrics` rows of `run_id`, records them there,
-  and derives the run's `events_already_stored` (staged minus written)."""
-  tallies = {t: c for t, c in tallies.items() if c}
-  seen = set()
-  if tallies:
-    con.execute('CREATE TEMP TABLE IF NOT EXISTS offered (tally_id VARCHAR)')
-    con.execute('DELETE FROM offered')
-    con.executemany('INSERT INTO offered VALUES (?)', [[t] for t in tallies])
-    seen = {t for (t,) in con.execute(
-        'SELECT o.tally_id FROM offered o JOIN tally_ledger l USING (tally_id)'
-    ).fetchall()}
-  added = {}
-  for tally_id, counts in tallies.items():
-    if tally_id in seen:
-      continue
-    for name, n in counts.items():
-      added[name] = added.get(name, 0) + n
-  new = [[t] for t in tallies if t not in seen]
-  now = now or utcnow_naive()
-  # The counters every run records, at 0 until something is counted.
-  con.executemany('INSERT INTO pipeline_metrics VALUES (?, ?, 0, ?) ON '
-                  'CONFLICT DO NOTHING',
-                  [[run_id, name, now] for name in counters.recorded()])
-  if not new or not added:
-    return
-  con.executemany('INSERT INTO tally_ledger VALUES (?)', new)
-  con.executemany(
-      'INSERT INTO pipeline_metrics VALUES (?, ?, ?, ?) ON CONFLICT (run_id, '
-      'name) DO UPDATE SET value = pipeline_metrics.value + excluded.value, '
-      'recorded_at = excluded.recorded_at',
-      [[run_id, name, n, now] for name, n in sorted(added.items())])
-  con.execute(
-      "INSERT OR REPLACE INTO pipeline_metrics SELECT $run, "
-      "'events_already_stored', coalesce(sum(CASE WHEN name = 'events_staged' "
-      "THEN value ELSE 0 END), 0) - coalesce(sum(CASE WHEN name = "
-      "'events_written' THEN value ELSE 0 END), 0), $now FROM pipeline_metrics "
-      "WHERE run_id = $run AND name IN ('events_staged', 'events_written')",
-      {'run': run_id, 'now': now})
 
 
 def commit_staged(db_path: str, staged, memory_limit=None, streaming=False,
