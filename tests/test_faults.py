@@ -214,7 +214,7 @@ def _decode_helper(job, deadline_s=120):
     for child, child_command in _children_by_command(job.pid).items():
       if child_command == command:
         return child
-    time.sleep(0.01)
+    time.sleep(0.002)
   return None
 
 
@@ -233,14 +233,15 @@ def _gone(pid, within_s):
 
 @pytest.mark.parametrize('killed', ['job', 'helper'])
 def test_decode_helper_and_job_killed(sample, tmp_path, killed):
-  """The decode step's helper process (one local worker, batches of 500):
+  """The decode step's helper process (one local worker, batches of 50, so
+  that it lives long enough to be seen beside a fast run):
   SIGKILL to the job alone ends the helper too (no orphan), and a rerun
   gives a clean run's rows; SIGKILL to the helper is survived (its batches
   decoded in the job) and the run gives a clean run's rows."""
   data, clean = sample
   db = str(tmp_path / 'w.duckdb')
   job = subprocess.Popen(
-      [sys.executable, '-m'] + _args(data, db) + ['--read_batch_size', '500'],
+      [sys.executable, '-m'] + _args(data, db) + ['--read_batch_size', '50'],
       cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True, start_new_session=True)
   try:
