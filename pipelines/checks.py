@@ -156,7 +156,7 @@ def check_values(opts, needs_input=True):
   HotSink(opts.hot_sink)
   if not opts.cold_path:
     raise UsageError('--cold_path: must not be empty')
-  for flag in ('allowed_lateness', 'dedup_ttl'):
+  for flag in ('allowed_lateness', 'dedup_ttl', 'state_shards'):
     if getattr(opts, flag) < 0:
       raise UsageError('--%s: must be >= 0, got %d' % (flag, getattr(opts, flag)))
   if opts.enrichment == 'lookup' and not opts.profiles:

@@ -1,27 +1,27 @@
 """The pipeline's graph: `build(pipeline, options, source=...)`.
 
-Shapes of one job, chosen by the input and the runner, never by editing the
-graph:
+One graph for every runner and both modes. Elements are batches of records
+from the source on (`batched.py`): files are read a batch at a time, a
+stream is batched as it arrives within each bundle. Each stage meets its
+runner's needs inside itself, from the options:
 
-* per record (streaming on Dataflow and Flink, or `--execution per_record`):
-  each event is an element;
-* batched (bounded input, the default): elements are batches of records and the
-  same pure functions run inside them (`batched.py`), ~20x faster locally;
-  with the DuckDB sink and side-input enrichment each batch of events is an
-  `events` Arrow table from decoding on, decoded in a helper process too when
-  there is one local worker (`batched_tables.py`, `parallel_decode.py`);
-* micro-batched (streaming on the local runner, the default there): batches
-  of records as they arrive, dedup keys expiring by event time
-  (`batched_dedup.py`). Per record, the local runner grows per record: it
-  keeps every key a stateful step ever saw (and walks them all to find
-  timers).
+* dedup (`batched_dedup.py`) splits each batch over `--state_shards` keys;
+  on bounded input a shard's keys are dropped once at the end, in a stream
+  each key expires by itself after the TTL;
+* the late-data gate (`windows.py`) marks, in a stream, each event with the
+  views it came too late for, over the same number of keys; on bounded input
+  nothing is late and it passes batches through;
+* the sinks commit once at the end of bounded input, every
+  `--early_firing_s` in a stream.
 
-In streaming, the late-data gate (`windows.py`) marks each event with the
-views it came too late for. The views themselves are maintained by the hot
+Bounded input to DuckDB with side-input enrichment carries each batch of
+events as one `events` Arrow table from decoding on (decoded in a helper
+process when there is one local worker: `parallel_decode.py`); everything
+else carries `Batch`es of `Event`s. The views are maintained by the hot
 sink's commit from the events it newly stores (`view_sql.py`), and the cold
 tier is written from what the commit stored (`cold_sink.py`), so both stay
-exact whatever the history of runs. The shapes produce the same rows and
-counters; tests check it.
+exact whatever the history of runs. Where each stage lives:
+`docs/architecture.md`.
 """
 import datetime
 
@@ -29,15 +29,15 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import StandardOptions
 
-from pipelines.options import AnalyticsOptions, HotSink, lookup_settings
+from pipelines.options import (AnalyticsOptions, HotSink, lookup_settings,
+                               state_shards)
 from schemas import tables
 from schemas.rows import dead_letter_row, event_row, events_table
 from transforms import batched, batched_dedup
 from transforms.batched_tables import with_processed_at
 from transforms.cold_sink import COLD_FILES
 from transforms.dead_letters import CollectDeadLetters
-from transforms.decode import DEAD_LETTERS, DecodeAndValidate
-from transforms.dedup import DedupByIdempotencyKey
+from transforms.decode import DEAD_LETTERS
 from transforms.bigquery_sink import WriteToBigQueryWarehouse
 from transforms.duckdb_sink import WriteToDuckDB
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
@@ -53,19 +53,12 @@ from transforms.stores import profile_store
 from transforms.tallies import TALLIES
 from transforms.windows import FLOORS, LateDataGate, ViewPolicy
 
-__all__ = ['build', 'utcnow', 'is_batched', 'is_micro_batched', 'is_local',
-           'runs_here', 'new_run_id']
+__all__ = ['build', 'stages', 'sinks', 'utcnow', 'is_local', 'runs_here',
+           'new_run_id']
 
 
 def utcnow():
   return datetime.datetime.now(datetime.timezone.utc)
-
-
-def is_batched(options) -> bool:
-  """The fast path: bounded input and not asked for per-record execution."""
-  opts = options.view_as(AnalyticsOptions)
-  return (not options.view_as(StandardOptions).streaming
-          and opts.execution == 'batched')
 
 
 def is_local(options) -> bool:
@@ -84,13 +77,6 @@ def runs_here(options) -> bool:
   return runner == 'PortableRunner' and (
       options.view_as(PortableOptions).environment_type or '').upper() == \
       'LOOPBACK'
-
-
-def is_micro_batched(options) -> bool:
-  """Streaming on the local runner, not asked for per-record execution."""
-  opts = options.view_as(AnalyticsOptions)
-  return (options.view_as(StandardOptions).streaming
-          and opts.execution == 'batched' and is_local(options))
 
 
 def _event_row(event, mask):
@@ -117,7 +103,7 @@ def new_run_id() -> str:
   return '%s-%s' % (utcnow().strftime('%Y%m%dT%H%M%SZ'), uuid.uuid4().hex[:8])
 
 
-def _hot_sink(opts, streaming, fast):
+def _hot_sink(opts, streaming):
   """The hot warehouse's sink, which also writes the cold tier from what
   its commits store (`cold_sink.py`)."""
   hot = HotSink(opts.hot_sink)
@@ -126,12 +112,12 @@ def _hot_sink(opts, streaming, fast):
         hot.project, hot.dataset, opts.cold_path, opts.bigquery_endpoint,
         max_batch_size=min(opts.batch_size, 5000), streaming=streaming,
         commit_every_s=opts.early_firing_s or 5,
-        prebatched=fast, mask_fields=parse_fields(opts.mask_fields),
+        prebatched=True, mask_fields=parse_fields(opts.mask_fields),
         cold_max_rows=opts.cold_max_rows_per_file, run_id=opts.run_id)
   return WriteToDuckDB(hot.target, opts.cold_path,
                        max_batch_size=opts.batch_size,
                        commit_every_s=opts.early_firing_s or 5,
-                       streaming=streaming, prebatched=fast,
+                       streaming=streaming, prebatched=True,
                        memory_limit=opts.duckdb_memory_limit,
                        cold_max_rows=opts.cold_max_rows_per_file,
                        run_id=opts.run_id)
@@ -208,34 +194,6 @@ def _source(pipeline, opts, batch_size=None):
   return pipeline | 'ReadInput' >> ReadRecords(opts.input, opts.registry)
 
 
-def _gate(events, opts, streaming):
-  """Streaming: the events marked with the views they came too late for,
-  and the gate's watermark reports; bounded input: nothing is late."""
-  if not streaming:
-    return events, ()
-  gated = events | 'LateDataGate' >> LateDataGate(
-      ViewPolicy(allowed_lateness_s=opts.allowed_lateness))
-  return gated.events, (gated[FLOORS],)
-
-
-def _per_record(pipeline, options, source, store_factory):
-  opts = options.view_as(AnalyticsOptions)
-  streaming = options.view_as(StandardOptions).streaming
-  if source is None:
-    source = _source(pipeline, opts)
-  decoded = source | 'DecodeAndValidate' >> DecodeAndValidate(opts.registry)
-  # Dedup before the views: a retry must not count twice in any view.
-  unique = decoded.events | 'Dedup' >> DedupByIdempotencyKey(opts.dedup_ttl)
-  events, enrich_letters, enrich_tallies = _enrich(
-      pipeline, opts, unique.events, store_factory)
-  events, floors = _gate(events, opts, streaming)
-  letters = (decoded[DEAD_LETTERS],) + enrich_letters
-  event_rows = events | 'EventRows' >> beam.Map(
-      _row_maker(opts), parse_fields(opts.mask_fields))
-  tallies = (decoded[TALLIES], unique[TALLIES]) + enrich_tallies
-  return events, letters, event_rows, floors, tallies
-
-
 def _as_batches(elements, size, labels=('BatchInput', 'AsBatch')):
   """Elements (records from an injected or message source, or events) as
   `Batch`es of at most `size`, each stamped with its latest element's
@@ -245,11 +203,46 @@ def _as_batches(elements, size, labels=('BatchInput', 'AsBatch')):
   return elements | gather >> batched.BatchByArrival(size)
 
 
-def _batched_events(pipeline, opts, decoded, store_factory, streaming):
-  """Decoded `Batch`es of events to enriched unique ones; returns (events,
-  tuple of the steps' dead-letter PCollections, tuple of their tallies)."""
+def _record_batches(pipeline, options, source):
+  """The input as `Batch`es of records: bounded files read a batch at a time;
+  a watched folder or a subscription read locally batched by its reader;
+  any other source (Pub/Sub, Kafka, an injected PCollection) batched as its
+  records arrive, within each bundle."""
+  opts = options.view_as(AnalyticsOptions)
+  size = opts.read_batch_size
+  if source is None and opts.input and not options.view_as(
+      StandardOptions).streaming:
+    return pipeline | 'ReadInput' >> batched.ReadRecordBatches(
+        opts.input, size, opts.registry,
+        spread_batches=not _one_local_worker(options))
+  if source is None:
+    source = _source(pipeline, opts, batch_size=size)
+  if source.element_type is batched.Batch:
+    return source
+  return _as_batches(source, size)
+
+
+def _gate(events, options):
+  """The events marked with the views they came too late for, and the
+  gate's watermark reports (none on bounded input: nothing is late)."""
+  opts = options.view_as(AnalyticsOptions)
+  gated = events | 'LateDataGate' >> LateDataGate(
+      ViewPolicy(allowed_lateness_s=opts.allowed_lateness),
+      shards=state_shards(options),
+      streaming=options.view_as(StandardOptions).streaming)
+  return gated['events'], gated[FLOORS]
+
+
+def _event_batches(pipeline, options, batches, store_factory):
+  """Decoded, deduplicated, enriched and gated `Batch`es of events; returns
+  (events, dead-letter PCollections, event rows, floors, tallies)."""
+  opts = options.view_as(AnalyticsOptions)
+  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
+      opts.registry)
+  # Dedup before the views: a retry must not count twice in any view.
   deduped = decoded.events | 'Dedup' >> batched_dedup.DedupBatches(
-      opts.dedup_ttl, streaming=streaming)
+      opts.dedup_ttl, shards=state_shards(options),
+      streaming=options.view_as(StandardOptions).streaming)
   unique = deduped.events | 'JoinBatches' >> batched.Rebatch(
       opts.read_batch_size)
   letters = (decoded[DEAD_LETTERS],)
@@ -260,13 +253,16 @@ def _batched_events(pipeline, opts, decoded, store_factory, streaming):
     enriched, more, counted = _enrich(pipeline, opts, single, store_factory)
     events = _as_batches(enriched, opts.read_batch_size,
                          ('Rebatch', 'AsEventBatch'))
-    return events, letters + more, tallies + counted
-  joined = unique | 'Enrich' >> EnrichFromSideInput(
-      _profiles(pipeline, opts), batched=True)
-  return joined.events, letters, tallies + (joined[TALLIES],)
+    letters, tallies = letters + more, tallies + counted
+  else:
+    joined = unique | 'Enrich' >> EnrichFromSideInput(
+        _profiles(pipeline, opts), batched=True)
+    events, tallies = joined.events, tallies + (joined[TALLIES],)
+  events, floors = _gate(events, options)
+  return events, letters, _event_rows(opts, events), floors, tallies
 
 
-def _batched_event_rows(opts, events):
+def _event_rows(opts, events):
   """The `events` rows of each batch: one Arrow table for the DuckDB sink
   (shared by its staging file and the cold tier's), else row dicts."""
   mask = parse_fields(opts.mask_fields)
@@ -278,59 +274,71 @@ def _batched_event_rows(opts, events):
       _row_maker(opts)).with_output_types(batched.Batch)
 
 
-def _batched(pipeline, options, source, store_factory):
-  opts = options.view_as(AnalyticsOptions)
-  if source is None:
-    batches = pipeline | 'ReadInput' >> batched.ReadRecordBatches(
-        opts.input, opts.read_batch_size, opts.registry,
-        spread_batches=not _one_local_worker(options))
-  else:
-    batches = _as_batches(source, opts.read_batch_size)
-  to_duckdb = HotSink(opts.hot_sink).kind == 'duckdb'
-  if to_duckdb and opts.enrichment != 'lookup':
-    # Every step after decoding needs the events only as rows of their
-    # table: decoded straight to it, beside the runner with one local worker.
-    return _batched_tables(pipeline, options, batches)
-  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
-      opts.registry)
-  events, letters, tallies = _batched_events(pipeline, opts, decoded,
-                                             store_factory, streaming=False)
-  return events, letters, _batched_event_rows(opts, events), (), tallies
-
-
-def _micro_batched(pipeline, options, source, store_factory):
-  """Streaming on the local runner: batches of records as they arrive."""
-  opts = options.view_as(AnalyticsOptions)
-  if source is None:
-    source = _source(pipeline, opts, batch_size=opts.read_batch_size)
-  batches = source if source.element_type is batched.Batch else _as_batches(
-      source, opts.read_batch_size)
-  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
-      opts.registry)
-  events, letters, tallies = _batched_events(pipeline, opts, decoded,
-                                             store_factory, streaming=True)
-  events, floors = _gate(events, opts, streaming=True)
-  return events, letters, _batched_event_rows(opts, events), floors, tallies
-
-
-def _batched_tables(pipeline, options, batches):
-  """The batched path with the DuckDB sink and side-input enrichment: each
-  batch of events is one `events` Arrow table from decoding on."""
+def _event_tables(pipeline, options, batches):
+  """Bounded input to DuckDB with side-input enrichment: each batch of
+  events is one `events` Arrow table from decoding on (decoded beside the
+  runner in a helper process when there is one local worker)."""
   opts = options.view_as(AnalyticsOptions)
   decoded = batches | 'DecodeAndValidate' >> DecodeTables(
       opts.registry, helper=_one_local_worker(options))
   deduped = decoded.events | 'Dedup' >> batched_dedup.DedupBatches(
-      opts.dedup_ttl, pa.Table)
+      opts.dedup_ttl, pa.Table, shards=state_shards(options))
   joined = (deduped.events
             | 'JoinBatches' >> batched.Rebatch(opts.read_batch_size, pa.Table)
             | 'Enrich' >> EnrichFromSideInput(
                 _profiles(pipeline, opts), batched=True, element_type=pa.Table))
-  events = joined.events
+  events, floors = _gate(joined.events, options)
   event_rows = events | 'EventRows' >> beam.Map(
       lambda table: with_processed_at(table, utcnow())).with_output_types(
           pa.Table)
   tallies = (decoded[TALLIES], deduped[TALLIES], joined[TALLIES])
-  return events, (decoded[DEAD_LETTERS],), event_rows, (), tallies
+  return events, (decoded[DEAD_LETTERS],), event_rows, floors, tallies
+
+
+def _stages(pipeline, options, source, store_factory):
+  """Every stage before the sinks: (events, dead-letter PCollections, event
+  rows, floors, tallies)."""
+  opts = options.view_as(AnalyticsOptions)
+  batches = _record_batches(pipeline, options, source)
+  if (HotSink(opts.hot_sink).kind == 'duckdb' and opts.enrichment != 'lookup'
+      and not options.view_as(StandardOptions).streaming):
+    return _event_tables(pipeline, options, batches)
+  return _event_batches(pipeline, options, batches, store_factory)
+
+
+def stages(pipeline, options, *, source=None, store_factory=None):
+  """Every stage before the sinks (see `build`); returns (events, dead-letter
+  PCollections, event rows, floors, tallies). Split from `sinks` for
+  `benchmarks.cluster_cost`, which runs the streaming stages on the Fn API
+  runner with a sink that commits once."""
+  opts = options.view_as(AnalyticsOptions)
+  if not opts.run_id:  # the counts the pipeline writes go under it
+    opts.run_id = new_run_id()
+  return _stages(pipeline, options, source, store_factory)
+
+
+def sinks(options, staged, streaming):
+  """The dead letters and both tiers, from `stages`' outputs; returns
+  `build`'s dict. `streaming`: commit every `--early_firing_s` (else once at
+  the end of the input)."""
+  opts = options.view_as(AnalyticsOptions)
+  events, letters, event_rows, floors, tallies = staged
+  collected = letters | 'DeadLetters' >> CollectDeadLetters()
+  dead_letters = collected.letters
+  letter_rows = (dead_letters
+                 | 'DeadLetterRows' >> beam.Map(
+                     lambda d, mask: dead_letter_row(d, utcnow(), mask),
+                     parse_fields(opts.mask_fields))
+                 | 'BatchDeadLetterRows' >> beam.BatchElements(
+                     min_batch_size=1, max_batch_size=opts.batch_size))
+  rows = {tables.EVENTS.name: event_rows,
+          tables.DEAD_LETTERS.name: letter_rows, 'floors': floors,
+          # Every step's counts, as data: the commit adds them to
+          # pipeline_metrics.
+          'tallies': (tallies + (collected[TALLIES],)) | 'Tallies' >> beam.Flatten()}
+  written = rows | 'WriteHot' >> _hot_sink(opts, streaming)
+  return {'events': events, 'dead_letters': dead_letters,
+          'commits': written.commits, 'cold_files': written[COLD_FILES]}
 
 
 def build(pipeline, options, *, source=None, store_factory=None):
@@ -339,46 +347,21 @@ def build(pipeline, options, *, source=None, store_factory=None):
   Args:
     pipeline: the `beam.Pipeline` to add the steps to.
     options: `PipelineOptions` with the `AnalyticsOptions` flags.
-    source: a PCollection of raw records (bytes or `RawRecord`) to use instead
-      of the configured input, for tests and for embedding the pipeline;
-      micro-batched (streaming on the local runner), also of `Batch`es of
-      them when its `element_type` is `Batch`.
+    source: a PCollection of raw records (bytes or `RawRecord`), or of
+      `Batch`es of them, to use instead of the configured input, for tests
+      and for embedding the pipeline.
     store_factory: with `--enrichment lookup`, a picklable callable returning
       the profile store (default: a DuckDB store loaded from `--profiles`).
 
   Returns:
-    A dict of PCollections: `events` (enriched unique `Event`s; on the
-    batched and micro-batched paths `Batch`es of them, or on the batched
-    path `events` Arrow tables without `processed_at` with the DuckDB sink
-    and side-input enrichment), `dead_letters` (every `DeadLetter` but the
-    late ones, which the sink writes with their events), `commits` (the
-    hot sink's commits: (table, staged rows, written)) and `cold_files` (the
-    paths the cold tier's export wrote). The views are maintained by the
-    commits (`transforms/view_sql.py`).
+    A dict of PCollections: `events` (enriched unique events, in batches:
+    `events` Arrow tables without `processed_at` for bounded input to
+    DuckDB with side-input enrichment, else `Batch`es of `Event`s),
+    `dead_letters` (every `DeadLetter` but the late ones, which the sink
+    writes with their events), `commits` (the hot sink's commits: (table,
+    staged rows, written)) and `cold_files` (the paths the cold tier's
+    export wrote). The views are maintained by the commits
+    (`transforms/view_sql.py`).
   """
-  opts = options.view_as(AnalyticsOptions)
-  if not opts.run_id:  # the counts the pipeline writes go under it
-    opts.run_id = new_run_id()
-  streaming = options.view_as(StandardOptions).streaming
-  fast = is_batched(options) or is_micro_batched(options)
-  build_path = (_batched if is_batched(options) else
-                _micro_batched if fast else _per_record)
-  events, letters, event_rows, floors, tallies = build_path(
-      pipeline, options, source, store_factory)
-  collected = letters | 'DeadLetters' >> CollectDeadLetters()
-  dead_letters = collected.letters
-  letter_rows = dead_letters | 'DeadLetterRows' >> beam.Map(
-      lambda d, mask: dead_letter_row(d, utcnow(), mask),
-      parse_fields(opts.mask_fields))
-  if fast:
-    letter_rows = letter_rows | 'BatchDeadLetterRows' >> beam.BatchElements(
-        min_batch_size=1, max_batch_size=opts.batch_size)
-  rows = {tables.EVENTS.name: event_rows,
-          tables.DEAD_LETTERS.name: letter_rows}
-  if floors:
-    rows['floors'] = floors[0]
-  # Every step's counts, as data: the commit adds them to pipeline_metrics.
-  rows['tallies'] = (tallies + (collected[TALLIES],)) | 'Tallies' >> beam.Flatten()
-  written = rows | 'WriteHot' >> _hot_sink(opts, streaming, fast)
-  return {'events': events, 'dead_letters': dead_letters,
-          'commits': written.commits, 'cold_files': written[COLD_FILES]}
+  staged = stages(pipeline, options, source=source, store_factory=store_factory)
+  return sinks(options, staged, options.view_as(StandardOptions).streaming)

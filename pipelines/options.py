@@ -182,11 +182,12 @@ class AnalyticsOptions(PipelineOptions):
         '--breaker_reset_s', type=float, default=30.0,
         help='Seconds the breaker stays open before a trial call. Default: 30.')
     parser.add_argument(
-        '--execution', choices=['batched', 'per_record'], default='batched',
-        help='batched: batches of records as elements, the fast path, for '
-        'bounded input on every runner and for streaming on the local runner '
-        '(micro-batches); per_record: one element per record. Streaming on '
-        'Dataflow and Flink always runs per record. Default: batched.')
+        '--state_shards', type=int, default=0,
+        help='Keys of each stateful step (dedup, late-data gate): each holds '
+        'its share of the state, so more spread the work over more workers. '
+        'Default (0): 8 per worker (--max_num_workers or --num_workers on '
+        'Dataflow, --parallelism on Flink, --direct_num_workers locally), at '
+        'least 8. Default: 0.')
     parser.add_argument(
         '--read_batch_size', type=int, default=5000,
         help='Records per element on the batched path (in streaming, at most '
@@ -246,6 +247,21 @@ def _check_unknown(argv):
     raise UsageError('unexpected argument %r' % arg)
 
 
+def state_shards(options) -> int:
+  """How many keys each stateful step spreads its state over: `--state_shards`,
+  or 8 per worker the runner will run (so every worker holds several shards,
+  and a rebalance moves a small share), at least 8."""
+  from apache_beam.options.pipeline_options import DirectOptions, WorkerOptions
+  chosen = options.view_as(AnalyticsOptions).state_shards
+  if chosen:
+    return chosen
+  workers = options.view_as(WorkerOptions)
+  counts = [workers.max_num_workers, workers.num_workers,
+            options.view_as(DirectOptions).direct_num_workers,
+            options.get_all_options().get('parallelism')]
+  return 8 * max([1] + [c for c in counts if isinstance(c, int) and c > 0])
+
+
 def lookup_settings(opts):
   """The lookup path's settings from the options."""
   from transforms.lookup import LookupSettings
@@ -275,12 +291,13 @@ HELP_GROUPS = (
                     'lookup_backoff_initial_s', 'lookup_backoff_max_s',
                     'lookup_backoff_multiplier', 'breaker_threshold',
                     'breaker_reset_s')),
-    ('windows and dedup', ('allowed_lateness', 'dedup_ttl', 'early_firing_s')),
+    ('windows and dedup', ('allowed_lateness', 'dedup_ttl', 'early_firing_s',
+                           'state_shards')),
     ('sinks', ('hot_sink', 'cold_path', 'bigquery_endpoint', 'batch_size',
                'duckdb_memory_limit', 'cold_max_rows_per_file',
                'mask_fields')),
     ('operations', ('dlq_alert_threshold', 'dlq_alert_rate',
-                    'fail_on_dlq_alert', 'execution', 'run_id', 'wait')),
+                    'fail_on_dlq_alert', 'run_id', 'wait')),
 )
 
 _HELP_EPILOG = """\

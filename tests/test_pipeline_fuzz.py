@@ -1,7 +1,7 @@
 """Property test over the whole pipeline: generated mixes of valid events,
 retries, truncated and mutated JSON and Avro records, random bytes, deep nesting,
 huge numbers, strange Unicode and wrong types go through the real graph (both
-execution paths) into a real DuckDB file and cold store, and every record ends
+representations: Arrow tables, and `Batch`es of events through lookups) into a real DuckDB file and cold store, and every record ends
 in exactly one place: records = events rows + duplicates + dead letters."""
 import json
 import os
@@ -75,15 +75,28 @@ def records(draw):
   return json.dumps(data, ensure_ascii=False).encode('utf-8', 'surrogatepass')
 
 
+def _profiles(folder):
+  """A profiles file with the one user the valid records name."""
+  path = str(folder / 'profiles.jsonl')
+  with open(path, 'w') as f:
+    f.write(json.dumps({'tenant_id': 'acme', 'user_id': 'u1', 'tier': 'pro',
+                        'region': 'eu', 'updated_at': '2024-01-01T00:00:00Z'}))
+  return path
+
+
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(records(), min_size=1, max_size=60),
-       st.sampled_from(['batched', 'per_record']))
-def test_every_record_ends_in_exactly_one_place(tmp_path_factory, batch, execution):
+       st.sampled_from(['duckdb', 'batches']))
+def test_every_record_ends_in_exactly_one_place(tmp_path_factory, batch, shape):
   folder = tmp_path_factory.mktemp('fuzz-%s' % uuid.uuid4().hex[:6])
   db = str(folder / 'w.duckdb')
+  # 'batches': events as `Batch`es of `Event`s (what a stream, the BigQuery
+  # sink or lookups carry), here through lookups on the profiles table.
+  flags = {} if shape == 'duckdb' else {'enrichment': 'lookup',
+                                        'profiles': _profiles(folder)}
   opts = options(hot_sink='duckdb:' + db, cold_path=str(folder / 'cold'),
-                 execution=execution)
+                 **flags)
   pipeline = beam.Pipeline(options=opts)
   build(pipeline, opts, source=pipeline | beam.Create(
       [RawRecord(data, 'fuzz:%d' % i) for i, data in enumerate(batch)]))

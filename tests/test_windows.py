@@ -14,6 +14,7 @@ from schemas.records import RawRecord
 from schemas.rows import events_table
 from tests.cli import query
 from tests.helpers import as_json, envelope, options
+from transforms.batch import Batch
 from transforms.decode import decode_and_validate
 from transforms.duckdb_sink import commit_staged
 from transforms.staging import write_staging_file
@@ -34,7 +35,9 @@ def _event(seconds, user='u1', event_type='page_view', **kw):
 
 
 def _at(seconds, user='u1', **kw):
-  return beam.window.TimestampedValue(_event(seconds, user, **kw), T0 + seconds)
+  """A one-event `Batch`, as the gate takes them, timestamped."""
+  return beam.window.TimestampedValue(
+      Batch([_event(seconds, user, **kw)]), T0 + seconds)
 
 
 def _streaming():
@@ -55,8 +58,10 @@ def test_gate_marks_only_what_came_after_the_window_end_and_lateness():
             .add_elements([_at(30, 'u4', payload__url='/too-late')])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming()) as p:
-    gated = p | stream | LateDataGate(ViewPolicy(allowed_lateness_s=LATENESS))
-    assert_that(gated.events | beam.Map(lambda e: (
+    # One shard: it sees every event, so it learns every window's end.
+    gated = p | stream | LateDataGate(ViewPolicy(allowed_lateness_s=LATENESS),
+                                      shards=1)
+    assert_that(gated['events'] | beam.FlatMap(lambda b: b) | beam.Map(lambda e: (
         e.user_id, e.missed_views, e.late_letter is not None and (
             e.late_letter.error_kind, b'/too-late' in e.late_letter.raw))),
         equal_to([('u1', (), False), ('u2', (), False), ('u3', (), False),

@@ -1,27 +1,29 @@
 """Dedup on batches: a stateful DoFn per shard of the key space.
 
-Batches of events are split by the shard of each idempotency key (16 shards)
-and each shard keeps the keys it has seen in one state value, so a runner
-holds 16 keys of state, not one per idempotency key. Still exact: a key is
-only ever compared with the keys of its own shard.
+Batches of events are split by the shard of each idempotency key
+(`--state_shards`, by default 8 per worker) and each shard keeps the keys it
+has seen in one state value, so a runner holds a few keys of state, not one
+per idempotency key, and touches each once per batch, not once per event.
+Still exact: a key is only ever compared with the keys of its own shard.
 
 * Bounded input (`DedupBatches`): the watermark passes the end of time once
   all input is read, so every key's expiry passes at once; the state is a
   `KeySet` cleared by one timer at its latest expiry.
-* Streaming on the local runner (`DedupBatches(..., streaming=True)`): each
-  key expires by itself as the watermark passes its copy's event time + TTL
-  (rounded up to `expiry_step_us`), so a shard holds only the keys of the
-  last TTL of event time (`ExpiringKeys`: sorted numpy arrays, as the
-  local runner decodes the shard at every batch and firing). Why not the
-  per-record
-  `DedupByIdempotencyKey` there: the local runner (BundleBasedDirectRunner)
-  keeps an entry for every key a stateful step ever saw, cleared or not
-  (measured: ~850 bytes per key), and walks all of them each time it looks
-  for timers to fire, so a long run slows down and grows per record.
-  Dataflow and Flink free a key's state with it, and run per record.
+* A stream (`DedupBatches(..., streaming=True)`, on every runner): each
+  key expires by itself as the watermark passes its copy's event time (or
+  arrival, if later) + TTL, rounded up to `expiry_step_us`, so a shard holds
+  only the keys of the last TTL (`ExpiringKeys`: sorted numpy arrays, cheap
+  to encode, as runners encode a shard at every batch and firing).
 
-The state objects are `CacheAware`, so the FnApi runner's state cache does
-not walk every key on each write.
+Why shards and not one state cell per key (Beam's `DeduplicatePerKey`
+pattern, which this project ran per record until issue 21): every state
+access goes through the SDK harness's state cache, which measures the value
+with objsize, about 1 ms a call here whatever the size
+(`docs/benchmarks.md`, cluster cost); per key that is 1 ms per event on
+Dataflow and Flink workers, per shard it is 1 ms per batch and shard.
+
+The state objects are `CacheAware`, so the state cache does not walk every
+key on each write.
 """
 import re
 from typing import Tuple
@@ -47,8 +49,7 @@ from transforms.views import micros
 __all__ = ['DedupBatches', 'KeySet', 'ExpiringKeys', 'compact_key',
            'encode_key', 'expiry_step_us', 'SHARDS']
 
-SHARDS = 16
-STREAMING_SHARDS = 1
+SHARDS = 16  # the default when a caller names none
 _END_OF_GLOBAL_WINDOW = GlobalWindow().max_timestamp()
 
 _CONTRACT_KEY = re.compile('[0-9a-f]{64}')
@@ -326,12 +327,17 @@ class DedupBatches(beam.PTransform):
     element_type: `Batch` (of `Event`s) or `pa.Table` (`events` rows).
     streaming: keys expire one by one as the watermark moves (`Batch`es
       only); else all at the end of the bounded input.
+    shards: keys the state is spread over (`--state_shards`).
   """
 
-  def __init__(self, ttl_s=86400, element_type=Batch, streaming=False):
+  def __init__(self, ttl_s=86400, element_type=Batch, streaming=False,
+               shards=SHARDS):
     super().__init__()
     if ttl_s < 0:
       raise ValueError('ttl_s must be >= 0, got %r' % ttl_s)
+    if shards < 1:
+      raise ValueError('shards must be >= 1, got %r' % shards)
+    self._shards = shards
     if streaming and element_type is not Batch:
       raise ValueError('streaming dedup takes Batches of Events')
     self._ttl_s, self._type = ttl_s, element_type
@@ -339,7 +345,7 @@ class DedupBatches(beam.PTransform):
 
   def expand(self, batches):
     dedup = _ExpiringDedupBatchFn if self._streaming else _DedupBatchFn
-    shards = STREAMING_SHARDS if self._streaming else SHARDS
+    shards = self._shards
     return (batches
             | 'SplitByShard' >> beam.FlatMap(
                 _split_by_shard, shards).with_output_types(Tuple[int, self._type])

@@ -21,10 +21,20 @@ The gate also reports its floor at each timer (the `floors` output): the
 sink marks the early rows of windows the watermark has passed `ON_TIME`.
 
 In batch nothing is late (the watermark passes the windows only when the
-input ends), so the gate is only on a streaming graph. It takes events one
-by one (Dataflow, Flink) or `Batch`es of them (the local streaming runner).
+input ends): there the gate passes its input through untouched.
+
+Parallel: each `Batch` goes to one of `shards` keys (by its first event's
+key), so the gate's state and work spread over the workers. Every shard
+learns the watermark from its own timers, set at the window ends (and ends +
+lateness) of the events it saw, so a shard's floor is a lower bound of the
+watermark, as the one key's was: an event the gate lets through counts in
+the views, and the views stay exact either way. A shard that has seen no
+event of a window since the job started does not know when the watermark
+passed it: in a sparse stream (or just after a restart) an event can be
+let through that one key would have marked. The sink takes the highest
+floor any shard reported.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
@@ -33,6 +43,7 @@ from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
+from schemas.keys import key_shard
 from schemas.records import DeadLetter, LATE_EVENT
 from transforms.batch import Batch
 from transforms.views import VIEWS, from_micros, micros, window_starts
@@ -41,10 +52,6 @@ __all__ = ['LateDataGate', 'ViewPolicy', 'FLOORS', 'missed_views',
            'late_letter', 'mark_late']
 
 FLOORS = 'floors'
-# The gate's floor is per key, and a key learns the watermark only from its own
-# timers, so every key must see every window's timer: one key. Its state is a
-# handful of window ends, so the cost per event is small.
-_GATE_KEY = 0
 _NO_FLOOR = -2 ** 63
 
 
@@ -102,8 +109,8 @@ def mark_late(event, floor_us, lateness_s):
 
 
 class _LateDataGateFn(beam.DoFn):
-  """(key, Event or Batch of Events) in; the same events, each marked with
-  the views it missed, out; the floor on `floors` at each timer."""
+  """(shard, Batch of Events) in; the same events, each marked with the
+  views it missed, out; the shard's floor on `floors` at each timer."""
 
   FLOOR = ReadModifyWriteStateSpec('floor', VarIntCoder())
   PENDING = ReadModifyWriteStateSpec('pending', PickleCoder())
@@ -118,9 +125,7 @@ class _LateDataGateFn(beam.DoFn):
     _, events = element
     floor_us = floor.read()
     floor_us = _NO_FLOOR if floor_us is None else floor_us
-    batched = isinstance(events, Batch)
-    marked = [mark_late(e, floor_us, self._lateness_s)
-              for e in (events if batched else (events,))]
+    marked = [mark_late(e, floor_us, self._lateness_s) for e in events]
     ends = set(pending.read() or ())
     for event in marked:
       ends |= window_ends(event, self._lateness_s)
@@ -128,7 +133,7 @@ class _LateDataGateFn(beam.DoFn):
     pending.write(ends)
     if ends:
       tick.set(Timestamp(micros=ends[0]))
-    yield Batch(marked) if batched else marked[0]
+    yield Batch(marked)
 
   @on_timer(TICK)
   def on_tick(self, fired=beam.DoFn.TimestampParam,
@@ -144,25 +149,43 @@ class _LateDataGateFn(beam.DoFn):
     yield beam.pvalue.TaggedOutput(FLOORS, fired_us)
 
 
+def _shard_of(batch, shards):
+  return key_shard(batch.items[0].idempotency_key, shards), batch
+
+
 class LateDataGate(beam.PTransform):
-  """Events (one by one, or `Batch`es) in; the same events marked with the
-  views they came too late for (main) and the gate's floor reports
-  (`floors`, micros) out.
+  """`Batch`es of events in; the same events marked with the views they came
+  too late for (`events`) and the gate's floor reports (`floors`, micros)
+  out, as a dict.
+  On bounded input (`streaming=False`) nothing is late: the batches pass
+  through and no floor is reported.
 
   Args:
     policy: `ViewPolicy` (the allowed lateness).
+    shards: keys the gate's state is spread over (`--state_shards`).
+    streaming: whether the input is a stream.
   """
 
-  def __init__(self, policy: ViewPolicy):
+  def __init__(self, policy: ViewPolicy, shards: int = 8, streaming=True):
     super().__init__()
     if policy.allowed_lateness_s < 0:
       raise ValueError('allowed_lateness_s must be >= 0')
-    self._policy = policy
+    if shards < 1:
+      raise ValueError('shards must be >= 1, got %r' % shards)
+    self._policy, self._shards = policy, shards
+    self._streaming = streaming
 
   def expand(self, events):
-    return (
+    """Returns {'events': marked batches, FLOORS: floor reports}."""
+    if not self._streaming:
+      return {'events': events, FLOORS: events | 'NoFloors' >> beam.FlatMap(
+          lambda _: ()).with_output_types(int)}
+    gated = (
         events
-        | 'KeyForGate' >> beam.Map(lambda e: (_GATE_KEY, e))
+        | 'SkipEmpty' >> beam.Filter(len)
+        | 'ShardForGate' >> beam.Map(_shard_of, self._shards).with_output_types(
+            Tuple[int, Batch])
         | 'Gate' >> beam.ParDo(_LateDataGateFn(
             self._policy.allowed_lateness_s)).with_outputs(
                 FLOORS, main='events'))
+    return {'events': gated.events, FLOORS: gated[FLOORS]}
