@@ -39,8 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.options.pipeline_options import (  # noqa: E402
-    PipelineOptions, StandardOptions)
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipelines import graph, summary  # noqa: E402
 from pipelines.generate import generate  # noqa: E402
@@ -109,18 +108,19 @@ def run(argv, runner='FnApiRunner'):
   options = PipelineOptions(list(argv) + ['--runner', runner, '--streaming']
                             + extra)
   options.view_as(AnalyticsOptions).run_id = graph.new_run_id()
+  cpu, wall = _cpu_seconds(), time.perf_counter()
   try:
-    cpu, wall = _cpu_seconds(), time.perf_counter()
     pipeline = beam.Pipeline(options=options)
     staged = graph.stages(pipeline, options)
     graph.sinks(options, staged, streaming=False)
     result = pipeline.run()
     result.wait_until_finish()
-    cpu, wall = _cpu_seconds() - cpu, time.perf_counter() - wall
+    wall = time.perf_counter() - wall
   finally:
-    if service is not None:
-      service.kill()
+    if service is not None:  # its CPU counts once it is waited for
+      service.terminate()
       service.wait()
+  cpu = _cpu_seconds() - cpu
   hot = options.view_as(AnalyticsOptions).hot_sink
   counts = summary.stored_counters(hot.split(':', 1)[1], options.view_as(
       AnalyticsOptions).run_id) if hot.startswith('duckdb:') else \

@@ -7,8 +7,7 @@ event-time timer per shard at its latest expiry) on FnApiRunner over N
 distinct keys plus 5% retries, and prints the step's records per second, the
 peak RSS of the process, and the state's bytes per key measured as the
 pickled size of every shard's key set (the keys as the step keeps them,
-`compact_key`; what a runner stores) divided by N. Also times the per-record `DedupByIdempotencyKey` on a
-smaller N for comparison (its cost is Beam's per-element state overhead).
+`compact_key`; what a runner stores) divided by N.
 """
 import argparse
 import datetime
@@ -27,7 +26,6 @@ from schemas.records import Event  # noqa: E402
 from transforms.batch import Batch  # noqa: E402
 from transforms.batched_dedup import (DedupBatches, KeySet, SHARDS,  # noqa: E402
                                       compact_key)
-from transforms.dedup import DedupByIdempotencyKey  # noqa: E402
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2024, 3, 1, tzinfo=UTC)
@@ -73,23 +71,10 @@ def _state_bytes(n):
   return sum(len(pickle.dumps(s, pickle.HIGHEST_PROTOCOL)) for s in shards)
 
 
-def _per_record(n):
-  opts = PipelineOptions(['--runner=FnApiRunner'])
-  events = [e for b in _events(n, 1000) for e in b]
-  start = time.perf_counter()
-  with beam.Pipeline(options=opts) as p:
-    _ = (p | beam.Create(events)
-         | beam.Map(lambda e: beam.window.TimestampedValue(
-             e, e.event_time.timestamp()))
-         | DedupByIdempotencyKey(86400)).events
-  return len(events) / (time.perf_counter() - start)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--keys', type=int, default=1000000)
   parser.add_argument('--batch', type=int, default=5000)
-  parser.add_argument('--per_record_keys', type=int, default=5000)
   args = parser.parse_args(argv)
   records = args.keys + int(args.keys * 0.05)
   seconds = _run(args.keys, args.batch)
@@ -100,8 +85,6 @@ def main(argv=None):
   print('peak RSS of the process (input, state, runner): %.0f MB' % rss)
   print('state: %.1f MB pickled, %.1f bytes per key' % (
       state / 2 ** 20, state / args.keys))
-  print('per-record dedup (DedupByIdempotencyKey), %d keys: %.0f records/s' % (
-      args.per_record_keys, _per_record(args.per_record_keys)))
 
 
 if __name__ == '__main__':

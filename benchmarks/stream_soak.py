@@ -2,7 +2,7 @@
 memory sampled as it runs, so growth per record after warm-up shows.
 
     python -m benchmarks.stream_soak [--events 2000000] [--hours 96]
-        [--dedup_ttl 86400] [--execution batched|per_record]
+        [--dedup_ttl 86400]
         [--batch_size 5000] [--workdir DIR]
 
 The stream (`benchmarks.event_stream`: events in event-time order over
@@ -150,16 +150,14 @@ def _run_job(args):
       '--hot_sink', 'duckdb:' + os.path.join(args.out, 'w.duckdb'),
       '--cold_path', os.path.join(args.out, 'cold'),
       '--profiles', args.profiles, '--dedup_ttl', str(args.dedup_ttl),
-      '--execution', args.execution,
       '--read_batch_size', str(args.batch_size), '--run_id', 'stream-soak'])
   local_streaming.mend()  # the local streaming runner's speed
   controller = TestStreamServiceController(_Reader(
-      args.stream, args.lag * args.batch_size, args.execution == 'batched'))
+      args.stream, args.lag * args.batch_size, True))
   controller.start()
   pipeline = beam.Pipeline(options=options)
   source = pipeline | TestStream(coder=_CODER, endpoint=controller.endpoint)
-  if args.execution == 'batched':
-    source.element_type = Batch  # already micro-batches: no batching again
+  source.element_type = Batch  # already micro-batches: no batching again
   outputs = build(pipeline, options, source=source)
   _ = outputs['events'] | 'Progress' >> beam.Map(_note_through)
   result = pipeline.run()
@@ -247,8 +245,6 @@ def _parse(argv):
   parser.add_argument('--events', type=int, default=2000000)
   parser.add_argument('--hours', type=float, default=96)
   parser.add_argument('--dedup_ttl', type=int, default=86400)
-  parser.add_argument('--execution', choices=['batched', 'per_record'],
-                      default='batched')
   parser.add_argument('--batch_size', type=int, default=5000,
                       help='records per batch of the stream')
   parser.add_argument('--lag', type=int, default=3,
@@ -286,7 +282,7 @@ def main(argv=None):
       [sys.executable, '-m', 'benchmarks.stream_soak', '--job', '--stream',
        stream, '--out', out, '--profiles',
        os.path.join(work, 'profiles', 'profiles.jsonl'), '--dedup_ttl',
-       str(args.dedup_ttl), '--execution', args.execution, '--lag',
+       str(args.dedup_ttl), '--lag',
        str(args.lag), '--batch_size', str(args.batch_size)],
       cwd=ROOT, stdout=subprocess.PIPE, text=True,
       # As `pipelines.analytics` sets it for its runs (see there).
@@ -316,11 +312,11 @@ def main(argv=None):
     return 1
   tenths, lowest = _memory_at_tenths(samples, fed, manifest['records'])
   peak_at, peak = max(samples, key=lambda s: s[1])
-  print('stream soak (%s): %d records in %.0f s = %.0f records/s; peak PSS '
+  print('stream soak: %d records in %.0f s = %.0f records/s; peak PSS '
         '%.0f MB (at %.0f%% of the records); PSS at each tenth of the records: '
         '%s MB, the lowest in each: %s MB; growth over the second half: %.1f '
         'bytes per record' % (
-            args.execution, manifest['records'], seconds,
+            manifest['records'], seconds,
             manifest['records'] / seconds, peak,
             100.0 * _records_at(fed, peak_at) / manifest['records'],
             ', '.join('%.0f' % t for t in tenths),

@@ -1,7 +1,6 @@
 """Throughput of the whole job, side by side with plain single-threaded Python.
 
     python -m benchmarks.throughput [--events 200000] [--workers 1|2]
-        [--execution batched|per_record]
 
 Generates the corpus with the project's generator (retries, blank lines, bad
 records of every kind), runs the pipeline as users run it
@@ -32,13 +31,12 @@ from benchmarks.processes import tree_memory_mb  # noqa: E402
 from pipelines.generate import generate  # noqa: E402
 
 
-def _pipeline(data, out, workers, execution):
+def _pipeline(data, out, workers):
   argv = [sys.executable, '-m', 'pipelines.analytics',
           '--input', os.path.join(data, 'events', '*.jsonl'),
           '--profiles', os.path.join(data, 'profiles.jsonl'),
           '--hot_sink', 'duckdb:' + os.path.join(out, 'w.duckdb'),
-          '--cold_path', os.path.join(out, 'cold'), '--runner', 'FnApiRunner',
-          '--execution', execution]
+          '--cold_path', os.path.join(out, 'cold'), '--runner', 'FnApiRunner']
   if workers > 1:
     argv += ['--direct_num_workers=%d' % workers,
              '--direct_running_mode=multi_processing']
@@ -65,7 +63,6 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--events', type=int, default=200000)
   parser.add_argument('--workers', type=int, default=1)
-  parser.add_argument('--execution', default='batched')
   parser.add_argument('--keep', action='store_true')
   args = parser.parse_args(argv)
   work = tempfile.mkdtemp(prefix='throughput-')
@@ -74,7 +71,7 @@ def main(argv=None):
     manifest = generate(data, events=args.events, users=500, tenants=5, files=4)
     records = manifest['records']
     beam_s, summary, steps, beam_rss = _pipeline(
-        data, os.path.join(work, 'beam'), args.workers, args.execution)
+        data, os.path.join(work, 'beam'), args.workers)
     start = time.perf_counter()
     times, counts = run_plain(
         os.path.join(data, 'events', '*.jsonl'),
@@ -88,9 +85,9 @@ def main(argv=None):
     print('corpus: %d records, %d unique events, %d retries, %d bad' % (
         records, manifest['unique_events'], manifest['duplicates'],
         sum(manifest['bad'].values())))
-    print('pipeline (%s, %d worker%s): %.1f s, %.0f records/s, peak PSS %.0f MB '
+    print('pipeline (%d worker%s): %.1f s, %.0f records/s, peak PSS %.0f MB '
           '(its processes together, sampled)'
-          % (args.execution, args.workers, 's' if args.workers > 1 else '',
+          % (args.workers, 's' if args.workers > 1 else '',
              beam_s, records / beam_s, beam_rss))
     print('  its summary: %s' % summary)
     print('  its %s' % steps)

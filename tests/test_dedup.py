@@ -1,16 +1,16 @@
-"""Dedup by idempotency key: batch on FnApiRunner, streaming with TestStream on
-BundleBasedDirectRunner, and the DoFn alone with fake state."""
+"""Dedup by idempotency key in a stream (TestStream on BundleBasedDirectRunner):
+the TTL, through the sharded `DedupBatches` every runner runs."""
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.utils.timestamp import Timestamp
 
 from schemas.records import RawRecord
 from tests.helpers import as_json, envelope, options
 from transforms.decode import decode_and_validate
-from transforms.dedup import DedupByIdempotencyKey, DedupFn
+from transforms.batch import Batch
+from transforms.batched_dedup import DedupBatches
 
 T0 = 1709287200  # 2024-03-01T10:00:00Z, the helpers' event_time
 
@@ -18,6 +18,15 @@ T0 = 1709287200  # 2024-03-01T10:00:00Z, the helpers' event_time
 def _event(trace_id, **overrides):
   return decode_and_validate(RawRecord(as_json(envelope(trace_id=trace_id,
                                                         **overrides))))[0]
+
+
+def _at(event, seconds):
+  """A one-event `Batch` arriving at `seconds`."""
+  return beam.window.TimestampedValue(Batch([event]), seconds)
+
+
+def _dedup(ttl):
+  return DedupBatches(ttl, streaming=True, shards=4)
 
 
 def _streaming_options():
@@ -32,31 +41,34 @@ def test_retry_within_ttl_dropped_after_ttl_treated_as_new():
   ttl = 3600
   stream = (TestStream()
             .advance_watermark_to(T0 - 10)
-            .add_elements([beam.window.TimestampedValue(first, T0)])
-            .add_elements([beam.window.TimestampedValue(retry, T0),
-                           beam.window.TimestampedValue(other, T0)])
+            .add_elements([_at(first, T0)])
+            .add_elements([_at(retry, T0),
+                           _at(other, T0)])
             # The watermark passes event_time + TTL: the key's state expires.
             .advance_watermark_to(T0 + ttl + 1)
-            .add_elements([beam.window.TimestampedValue(after_ttl, T0)])
+            .add_elements([_at(after_ttl, T0)])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming_options()) as p:
-    kept = (p | stream | DedupByIdempotencyKey(ttl)).events
+    kept = (p | stream | _dedup(ttl)).events | beam.FlatMap(lambda b: b)
     assert_that(kept | beam.Map(lambda e: e.trace_id),
                 equal_to(['t-1', 't-4', 't-3']))
 
 
 def test_retry_long_after_first_copy_within_ttl_is_dropped():
   stream = (TestStream()
-            .add_elements([beam.window.TimestampedValue(_event('t-1'), T0)])
+            .add_elements([_at(_event('t-1'), T0)])
             .advance_watermark_to(T0 + 86399)
-            .add_elements([beam.window.TimestampedValue(_event('t-2'), T0)])
+            .add_elements([_at(_event('t-2'), T0)])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming_options()) as p:
-    kept = (p | stream | DedupByIdempotencyKey(86400)).events
+    kept = (p | stream | _dedup(86400)).events | beam.FlatMap(
+        lambda b: b)
     assert_that(kept | beam.Map(lambda e: e.trace_id), equal_to(['t-1']))
 
 
 class FakeState(object):
+  """A state cell for calling a stateful DoFn's methods alone."""
+
   def __init__(self):
     self.value = None
 
@@ -76,16 +88,3 @@ class FakeTimer(object):
 
   def set(self, timestamp):
     self.at = timestamp
-
-
-def test_dedup_fn_alone_with_fake_state():
-  fn = DedupFn(ttl_s=60)
-  fn.setup()
-  state, timer = FakeState(), FakeTimer()
-  event = _event('t-1')
-  ts = Timestamp(T0)
-  assert list(fn.process((event.idempotency_key, event), ts, state, timer)) == [event]
-  assert timer.at == Timestamp(T0 + 60)
-  assert list(fn.process((event.idempotency_key, event), ts, state, timer)) == []
-  fn.expire(state)
-  assert list(fn.process((event.idempotency_key, event), ts, state, timer)) == [event]

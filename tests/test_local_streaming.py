@@ -9,7 +9,7 @@ from apache_beam.transforms import userstate
 from pipelines import local_streaming
 from tests.test_streaming import run_late_data_stream
 from transforms.windows import _LateDataGateFn
-from transforms.dedup import DedupFn
+from transforms.batched_dedup import _ExpiringDedupBatchFn
 
 
 def _counting(name):
@@ -24,10 +24,10 @@ def test_kept_specs_are_the_runners_answers_and_stay_few(tmp_path):
   known = inspect.known
   views = _LateDataGateFn(600)
   states, timers = inspect(views)
-  assert {s.name for s in states} == {'floor', 'pending'}
+  assert {s.name for s in states} == {'floor_and_ends'}
   assert len(timers) == 1 and inspect(_LateDataGateFn(60)) == (states, timers)
-  assert inspect(DedupFn(60))[1] and not inspect(beam.Map(len).dofn)[0]
-  for dofn in (views, DedupFn(60), beam.Map(len).dofn, _counting('a').fn,
+  assert inspect(_ExpiringDedupBatchFn(60))[1] and not inspect(beam.Map(len).dofn)[0]
+  for dofn in (views, _ExpiringDedupBatchFn(60), beam.Map(len).dofn, _counting('a').fn,
                _counting('b').fn):  # one code object, two specs
     assert inspect(dofn) == inspect.original(dofn)
   run_late_data_stream(hot_sink='duckdb:' + str(tmp_path / 'a.duckdb'),

@@ -7,8 +7,22 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines.analytics import build
 from schemas.records import RawRecord
 from tests.helpers import as_avro, as_json, envelope, options
-from transforms.decode import DEAD_LETTERS, DecodeAndValidate
-from transforms.dedup import DedupByIdempotencyKey
+from transforms.batch import Batch
+from transforms.batched import DecodeBatches
+from transforms.batched_dedup import DedupBatches
+from transforms.decode import DEAD_LETTERS
+
+
+def _decoded(p, raw, label='Records'):
+  """`raw` decoded in batches of 3, as the graph does: (events, letters)."""
+  out = (p | label >> beam.Create([Batch(raw[i:i + 3])
+                                   for i in range(0, len(raw), 3)])
+         | DecodeBatches())
+  return out.events, out[DEAD_LETTERS]
+
+
+def _each(batches, label='Each'):
+  return batches | label >> beam.FlatMap(lambda b: b)
 
 
 def _mixed_records():
@@ -24,36 +38,27 @@ def _mixed_records():
 def test_decode_and_validate_routes_events_and_dead_letters():
   good, raw = _mixed_records()
   with TestPipeline(options=options()) as p:
-    out = p | beam.Create(raw) | DecodeAndValidate()
-    assert_that(out.events | 'Keys' >> beam.Map(lambda e: e.idempotency_key),
+    events, letters = _decoded(p, raw)
+    assert_that(_each(events) | 'Keys' >> beam.Map(lambda e: e.idempotency_key),
                 equal_to([e['idempotency_key'] for e in good] +
                          [envelope('click')['idempotency_key']]),
                 label='events')
-    assert_that(out[DEAD_LETTERS] | 'Kinds' >> beam.Map(lambda d: d.error_kind),
+    assert_that(letters | 'Kinds' >> beam.Map(lambda d: d.error_kind),
                 equal_to(['malformed', 'oversized', 'unsupported_schema_version',
                           'unknown_event_type', 'schema_violation']),
                 label='dead_letter_kinds')
 
 
-def test_events_carry_event_time_as_element_timestamp():
-  event = envelope(event_time='2024-03-01T10:00:00.5Z')
-  with TestPipeline(options=options()) as p:
-    stamps = (p | beam.Create([as_json(event)]) | DecodeAndValidate()).events | \
-        beam.Map(lambda e, ts=beam.DoFn.TimestampParam: float(ts))
-    assert_that(stamps, equal_to([1709287200.5]))
-
-
-def test_dedup_drops_retries_across_bundles_in_batch():
+def test_dedup_drops_retries_across_batches_and_shards():
   first = envelope(trace_id='t-a')
   retry = dict(first, trace_id='t-b')
   other = envelope(payload__url='/other')
   raw = [as_json(first), as_json(other)] * 3 + [as_json(retry)] * 2
   with TestPipeline(options=options()) as p:
+    events, _ = _decoded(p, raw)
     # Reshuffle spreads the copies over bundles before dedup.
-    events = (p | beam.Create(raw) | beam.Reshuffle() | DecodeAndValidate()
-              ).events | DedupByIdempotencyKey(86400)
-    events = events.events
-    assert_that(events | beam.Map(lambda e: e.idempotency_key),
+    kept = (events | beam.Reshuffle() | DedupBatches(86400, shards=3)).events
+    assert_that(_each(kept) | beam.Map(lambda e: e.idempotency_key),
                 equal_to([first['idempotency_key'], other['idempotency_key']]))
 
 
@@ -61,11 +66,11 @@ def test_invalid_copy_does_not_hide_a_valid_copy():
   good = envelope()
   bad = dict(good, tenant_id='BAD')
   with TestPipeline(options=options()) as p:
-    out = p | beam.Create([as_json(bad), as_json(good)]) | DecodeAndValidate()
-    events = (out.events | DedupByIdempotencyKey(86400)).events
-    assert_that(events | 'K' >> beam.Map(lambda e: e.trace_id), equal_to(['t-1']),
-                label='valid_copy_kept')
-    assert_that(out[DEAD_LETTERS] | 'D' >> beam.Map(lambda d: d.error_kind),
+    events, letters = _decoded(p, [as_json(bad), as_json(good)])
+    kept = (events | DedupBatches(86400)).events
+    assert_that(_each(kept) | 'K' >> beam.Map(lambda e: e.trace_id),
+                equal_to(['t-1']), label='valid_copy_kept')
+    assert_that(letters | 'D' >> beam.Map(lambda d: d.error_kind),
                 equal_to(['schema_violation']), label='invalid_copy_dead')
 
 

@@ -8,7 +8,6 @@ import os
 
 import apache_beam as beam
 import pyarrow.dataset as ds
-import pytest
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream

@@ -1,9 +1,16 @@
-"""Small reliability parts for remote lookups: an LRU+TTL cache, a circuit breaker
-and retries with exponential backoff. Pure Python with injectable clocks, so each
-is tested alone."""
-import collections
+"""Reliability parts for remote lookups: an LRU+TTL cache (cachetools), retries
+with exponential backoff (tenacity) and a circuit breaker. Injectable clocks
+and sleeps, so each is tested alone.
+
+The breaker is this project's own (30 lines): pybreaker is not on the package
+mirror this project builds from, and `circuitbreaker` wraps functions as a
+decorator with no clock to inject and no trial-call state to read.
+"""
 import time
 from typing import Callable, NamedTuple
+
+import cachetools
+import tenacity
 
 __all__ = ['LruTtlCache', 'CircuitBreaker', 'RetryPolicy', 'call_with_retries',
            'TransientError', 'MISSING']
@@ -15,8 +22,9 @@ class TransientError(Exception):
   """A failure worth retrying (timeout, connection refused, 5xx, 429)."""
 
 
-class LruTtlCache(object):
-  """An in-process cache: least recently used entries go first, entries expire.
+class LruTtlCache(cachetools.TTLCache):
+  """cachetools' TTL cache (least recently used entries go first, entries
+  expire) with the hit, miss and eviction counts the lookup step reports.
 
   Values may be None (a cached "no profile"); `get` returns MISSING on a miss.
   """
@@ -24,31 +32,24 @@ class LruTtlCache(object):
   def __init__(self, max_size: int, ttl_s: float, clock=time.monotonic):
     if max_size < 1 or ttl_s <= 0:
       raise ValueError('max_size must be >= 1 and ttl_s > 0')
-    self._max_size, self._ttl, self._clock = max_size, ttl_s, clock
-    self._entries = collections.OrderedDict()
+    super().__init__(max_size, ttl_s, timer=clock)
     self.hits = self.misses = self.evictions = 0
 
-  def get(self, key):
-    entry = self._entries.get(key, MISSING)
-    if entry is not MISSING:
-      expires, value = entry
-      if expires > self._clock():
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return value
-      del self._entries[key]
-    self.misses += 1
-    return MISSING
+  def get(self, key, default=MISSING):
+    value = super().get(key, MISSING)
+    if value is MISSING:
+      self.misses += 1
+      return default
+    self.hits += 1
+    return value
 
   def put(self, key, value):
-    self._entries[key] = (self._clock() + self._ttl, value)
-    self._entries.move_to_end(key)
-    while len(self._entries) > self._max_size:
-      self._entries.popitem(last=False)
-      self.evictions += 1
+    self[key] = value
 
-  def __len__(self):
-    return len(self._entries)
+  def popitem(self):
+    """Called by cachetools only to make room: an eviction."""
+    self.evictions += 1
+    return super().popitem()
 
 
 class CircuitBreaker(object):
@@ -103,13 +104,13 @@ class RetryPolicy(NamedTuple):
 
 
 def call_with_retries(fn: Callable, policy: RetryPolicy, sleep=time.sleep):
-  """Calls fn(); retries TransientError per the policy, then re-raises it."""
-  delays = policy.delays()
-  while True:
-    try:
-      return fn()
-    except TransientError:
-      delay = next(delays, None)
-      if delay is None:
-        raise
-      sleep(delay)
+  """Calls fn(); retries TransientError per the policy (tenacity), then
+  re-raises it. Any other error goes through at once."""
+  retrying = tenacity.Retrying(
+      retry=tenacity.retry_if_exception_type(TransientError),
+      stop=tenacity.stop_after_attempt(policy.max_retries + 1),
+      wait=tenacity.wait_exponential(multiplier=policy.initial_s,
+                                     exp_base=policy.multiplier,
+                                     max=policy.max_s),
+      sleep=sleep, reraise=True)
+  return retrying(fn)
