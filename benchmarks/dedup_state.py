@@ -23,7 +23,7 @@ sys.path.insert(0, __file__.rsplit('/', 2)[0])
 
 from schemas.keys import key_shard  # noqa: E402
 from schemas.records import Event  # noqa: E402
-from transforms.batch import Batch  # noqa: E402
+from schemas.rows import events_table  # noqa: E402
 from transforms.batched_dedup import (DedupBatches, KeySet, SHARDS,  # noqa: E402
                                       compact_key)
 
@@ -40,15 +40,15 @@ def _events(n, batch, retries=0.05):
     out.append(Event(key, 't', 'v1', 'click', 'web', 'acme', 'u%d' % (k % 1000),
                      T0 + datetime.timedelta(seconds=k % 3600), T0, {}))
     if len(out) == batch:
-      yield Batch(out)
+      yield events_table(out, T0, with_source=True)
       out = []
   if out:
-    yield Batch(out)
+    yield events_table(out, T0, with_source=True)
 
 
 class _Count(beam.DoFn):
   def process(self, batch):
-    yield len(batch)
+    yield batch.num_rows
 
 
 def _run(n, batch):

@@ -84,10 +84,9 @@ def _read_stream(path):
 
 
 def _note_through(events):
-  """Counts what came through enrichment (a `Batch`, or one event)."""
-  from transforms.batch import Batch
+  """Counts what came through the stages (an events batch)."""
   with _LOCK:
-    _FED['through'] += len(events) if isinstance(events, Batch) else 1
+    _FED['through'] += events.num_rows
 
 
 class _Reader(object):

@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from pipelines.options import (AnalyticsOptions, HotSink, lookup_settings,
                                state_shards)
 from schemas import tables
-from schemas.rows import dead_letter_row, event_row, events_table
+from schemas.rows import dead_letter_row, table_rows
 from transforms import batched, batched_dedup
 from transforms.batched_tables import with_processed_at
 from transforms.cold_sink import COLD_FILES
@@ -79,24 +79,6 @@ def runs_here(options) -> bool:
       'LOOPBACK'
 
 
-def _event_row(event, mask):
-  return event_row(event, utcnow(), mask)
-
-
-def _event_row_with_source(event, mask):
-  """For the BigQuery sink: the row and the record it came from, so that a row
-  BigQuery rejects becomes a `sink_failed` letter with the original bytes."""
-  row = event_row(event, utcnow(), mask)
-  row['_raw'], row['_origin'] = event.raw, event.origin
-  return row
-
-
-def _row_maker(opts):
-  if HotSink(opts.hot_sink).kind == 'bigquery':
-    return _event_row_with_source
-  return _event_row
-
-
 def new_run_id() -> str:
   """A run's id: its start time (sortable) and a random suffix."""
   import uuid
@@ -121,20 +103,6 @@ def _hot_sink(opts, streaming):
                        memory_limit=opts.duckdb_memory_limit,
                        cold_max_rows=opts.cold_max_rows_per_file,
                        run_id=opts.run_id)
-
-
-def _enrich(pipeline, opts, events, store_factory):
-  """Joins profiles; returns (events, tuple of dead-letter PCollections,
-  tuple of tallies PCollections)."""
-  if opts.enrichment == 'lookup':
-    factory = store_factory or profile_store(opts.profiles,
-                                             opts.bigquery_endpoint)
-    enriched = events | 'Enrich' >> EnrichWithLookups(
-        factory, lookup_settings(opts))
-    return (enriched.events, (enriched[ENRICHMENT_FAILED_TAG],),
-            (enriched[TALLIES],))
-  joined = events | 'Enrich' >> EnrichFromSideInput(_profiles(pipeline, opts))
-  return joined.events, (), (joined[TALLIES],)
 
 
 def _profiles(pipeline, opts):
@@ -229,81 +197,56 @@ def _gate(events, options):
   gated = events | 'LateDataGate' >> LateDataGate(
       ViewPolicy(allowed_lateness_s=opts.allowed_lateness),
       shards=state_shards(options),
-      streaming=options.view_as(StandardOptions).streaming)
+      streaming=options.view_as(StandardOptions).streaming,
+      mask_fields=parse_fields(opts.mask_fields))
   return gated['events'], gated[FLOORS]
 
 
-def _event_batches(pipeline, options, batches, store_factory):
-  """Decoded, deduplicated, enriched and gated `Batch`es of events; returns
-  (events, dead-letter PCollections, event rows, floors, tallies)."""
-  opts = options.view_as(AnalyticsOptions)
-  decoded = batches | 'DecodeAndValidate' >> batched.DecodeBatches(
-      opts.registry)
-  # Dedup before the views: a retry must not count twice in any view.
-  deduped = decoded.events | 'Dedup' >> batched_dedup.DedupBatches(
-      opts.dedup_ttl, shards=state_shards(options),
-      streaming=options.view_as(StandardOptions).streaming)
-  unique = deduped.events | 'JoinBatches' >> batched.Rebatch(
-      opts.read_batch_size)
-  letters = (decoded[DEAD_LETTERS],)
-  tallies = (decoded[TALLIES], deduped[TALLIES])
+def _enrich(pipeline, opts, events, store_factory):
+  """Joins profiles; returns (events, dead-letter PCollections, tallies)."""
   if opts.enrichment == 'lookup':
-    # Beam's Enrichment takes one element per request: unbatch around it.
-    single = unique | 'Unbatch' >> beam.FlatMap(lambda b: b)
-    enriched, more, counted = _enrich(pipeline, opts, single, store_factory)
-    events = _as_batches(enriched, opts.read_batch_size,
-                         ('Rebatch', 'AsEventBatch'))
-    letters, tallies = letters + more, tallies + counted
-  else:
-    joined = unique | 'Enrich' >> EnrichFromSideInput(
-        _profiles(pipeline, opts), batched=True)
-    events, tallies = joined.events, tallies + (joined[TALLIES],)
-  events, floors = _gate(events, options)
-  return events, letters, _event_rows(opts, events), floors, tallies
+    factory = store_factory or profile_store(opts.profiles,
+                                             opts.bigquery_endpoint)
+    enriched = events | 'Enrich' >> EnrichWithLookups(
+        factory, lookup_settings(opts))
+    return (enriched.events, (enriched[ENRICHMENT_FAILED_TAG],),
+            (enriched[TALLIES],))
+  joined = events | 'Enrich' >> EnrichFromSideInput(_profiles(pipeline, opts))
+  return joined.events, (), (joined[TALLIES],)
 
 
 def _event_rows(opts, events):
-  """The `events` rows of each batch: one Arrow table for the DuckDB sink
-  (shared by its staging file and the cold tier's), else row dicts."""
-  mask = parse_fields(opts.mask_fields)
+  """The staged `events` rows of each batch: its Arrow table for the DuckDB
+  sink (its staging file's, and the cold tier's), row dicts with each row's
+  record for the BigQuery sink (a row BigQuery refuses becomes a
+  `sink_failed` letter with the record's bytes)."""
   if HotSink(opts.hot_sink).kind == 'duckdb':
     return events | 'EventRows' >> beam.Map(
-        lambda b: events_table(b, utcnow(), mask)).with_output_types(pa.Table)
+        lambda table: with_processed_at(table, utcnow())).with_output_types(
+            pa.Table)
   return events | 'EventRows' >> beam.Map(
-      lambda b, to_row: batched.Batch([to_row(e, mask) for e in b]),
-      _row_maker(opts)).with_output_types(batched.Batch)
-
-
-def _event_tables(pipeline, options, batches):
-  """Bounded input to DuckDB with side-input enrichment: each batch of
-  events is one `events` Arrow table from decoding on (decoded beside the
-  runner in a helper process when there is one local worker)."""
-  opts = options.view_as(AnalyticsOptions)
-  decoded = batches | 'DecodeAndValidate' >> DecodeTables(
-      opts.registry, helper=_one_local_worker(options))
-  deduped = decoded.events | 'Dedup' >> batched_dedup.DedupBatches(
-      opts.dedup_ttl, pa.Table, shards=state_shards(options))
-  joined = (deduped.events
-            | 'JoinBatches' >> batched.Rebatch(opts.read_batch_size, pa.Table)
-            | 'Enrich' >> EnrichFromSideInput(
-                _profiles(pipeline, opts), batched=True, element_type=pa.Table))
-  events, floors = _gate(joined.events, options)
-  event_rows = events | 'EventRows' >> beam.Map(
-      lambda table: with_processed_at(table, utcnow())).with_output_types(
-          pa.Table)
-  tallies = (decoded[TALLIES], deduped[TALLIES], joined[TALLIES])
-  return events, (decoded[DEAD_LETTERS],), event_rows, floors, tallies
+      lambda table: batched.Batch(table_rows(table, utcnow()))
+  ).with_output_types(batched.Batch)
 
 
 def _stages(pipeline, options, source, store_factory):
   """Every stage before the sinks: (events, dead-letter PCollections, event
-  rows, floors, tallies)."""
+  rows, floors, tallies). Events travel as Arrow tables (`schemas.rows.
+  EVENT_BATCH_SCHEMA`) from decoding to the sinks."""
   opts = options.view_as(AnalyticsOptions)
+  streaming = options.view_as(StandardOptions).streaming
   batches = _record_batches(pipeline, options, source)
-  if (HotSink(opts.hot_sink).kind == 'duckdb' and opts.enrichment != 'lookup'
-      and not options.view_as(StandardOptions).streaming):
-    return _event_tables(pipeline, options, batches)
-  return _event_batches(pipeline, options, batches, store_factory)
+  decoded = batches | 'DecodeAndValidate' >> DecodeTables(
+      opts.registry, helper=_one_local_worker(options) and not streaming)
+  # Dedup before the views: a retry must not count twice in any view.
+  deduped = decoded.events | 'Dedup' >> batched_dedup.DedupBatches(
+      opts.dedup_ttl, streaming=streaming, shards=state_shards(options))
+  unique = deduped.events | 'JoinBatches' >> batched.Rebatch(
+      opts.read_batch_size, pa.Table)
+  events, letters, tallies = _enrich(pipeline, opts, unique, store_factory)
+  events, floors = _gate(events, options)
+  return (events, (decoded[DEAD_LETTERS],) + letters, _event_rows(opts, events),
+          floors, (decoded[TALLIES], deduped[TALLIES]) + tallies)
 
 
 def stages(pipeline, options, *, source=None, store_factory=None):

@@ -11,7 +11,8 @@ from schemas import tables
 from schemas.masking import mask_record, mask_text
 from schemas.records import DeadLetter, Event
 
-__all__ = ['event_row', 'events_table', 'dead_letter_row', 'raw_text', 'raw_bytes',
+__all__ = ['event_row', 'events_table', 'EVENT_BATCH_SCHEMA', 'staged_columns',
+           'late_letter_row_json', 'table_rows', 'dead_letter_row', 'raw_text', 'raw_bytes',
            'dead_letter_id', 'REPLAY_ORIGIN']
 
 # The origin of a record sent back by the replay job: `replay:<dead_letter_id>`.
@@ -81,9 +82,7 @@ def late_letter_json(event: Event, failed_at: datetime.datetime,
   commit writes it with the event, see `tables.STAGED_EVENTS`), or None."""
   if event.late_letter is None:
     return None
-  row = dead_letter_row(event.late_letter, failed_at, mask_fields)
-  row['failed_at'] = failed_at.astimezone(datetime.timezone.utc).isoformat()
-  return json.dumps(row, sort_keys=True)
+  return late_letter_row_json(event.late_letter, failed_at, mask_fields)
 
 
 def _payload_json(payload) -> str:
@@ -112,16 +111,37 @@ _COPIED = ('idempotency_key', 'trace_id', 'schema_version', 'event_type',
 _POSITION = {name: i for i, name in enumerate(Event._fields)}
 
 
+# Events in flight between the stages, one Arrow table per batch: the staged
+# `events` columns, then each event's record as it came (`raw`) and where it
+# came from (`origin`), which a dead letter made after decoding (late,
+# enrichment failed, refused by BigQuery) carries. The sinks stage only the
+# staged columns (`staged_columns`).
+EVENT_BATCH_SCHEMA = tables.arrow_schema(tables.STAGED_EVENTS).append(
+    pa.field('raw', pa.binary(), nullable=False)).append(
+        pa.field('origin', pa.string(), nullable=False))
+STAGED_NAMES = tuple(tables.STAGED_EVENTS.column_names)
+
+
+def staged_columns(table: pa.Table) -> pa.Table:
+  """An events batch's staged columns (`tables.STAGED_EVENTS`)."""
+  if table.num_columns == len(STAGED_NAMES):
+    return table
+  return table.select(list(STAGED_NAMES))
+
+
 def events_table(events, processed_at: datetime.datetime,
-                 mask_fields=()) -> pa.Table:
-  """The staged `events` rows of many events as one Arrow table.
+                 mask_fields=(), with_source=False) -> pa.Table:
+  """The staged `events` rows of many events as one Arrow table; with
+  `with_source`, an events batch in flight (`EVENT_BATCH_SCHEMA`: with each
+  event's `raw` and `origin`).
 
   The same values as `event_row` per event (a test compares them), built
   column by column: no dict per row and one conversion to Arrow, which the
-  batched path's staging file then takes.
+  staging file then takes.
   """
   events = list(events)
-  schema = tables.arrow_schema(tables.STAGED_EVENTS)
+  schema = EVENT_BATCH_SCHEMA if with_source else tables.arrow_schema(
+      tables.STAGED_EVENTS)
   fields = list(zip(*events)) if events else [()] * len(Event._fields)
   columns = {name: fields[_POSITION[name]] for name in _COPIED}
   columns['processed_at'] = [processed_at] * len(events)
@@ -130,8 +150,30 @@ def events_table(events, processed_at: datetime.datetime,
   columns['late_letter'] = [
       None if e.late_letter is None else
       late_letter_json(e, processed_at, mask_fields) for e in events]
+  columns['raw'] = fields[_POSITION['raw']]
+  columns['origin'] = fields[_POSITION['origin']]
   return pa.Table.from_arrays(
       [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+
+
+def table_rows(table: pa.Table, processed_at: datetime.datetime):
+  """An events batch as staged `events` row dicts (`event_row`'s), each with
+  its record's bytes and origin as `_raw` and `_origin`."""
+  rows = staged_columns(table).to_pylist()
+  raws = table.column('raw').to_pylist()
+  origins = table.column('origin').to_pylist()
+  for row, raw, origin in zip(rows, raws, origins):
+    row['processed_at'] = processed_at
+    row['_raw'], row['_origin'] = raw, origin
+  return rows
+
+
+def late_letter_row_json(letter: DeadLetter, failed_at: datetime.datetime,
+                         mask_fields=()) -> str:
+  """A late letter as the JSON text `tables.STAGED_EVENTS.late_letter` holds."""
+  row = dead_letter_row(letter, failed_at, mask_fields)
+  row['failed_at'] = failed_at.astimezone(datetime.timezone.utc).isoformat()
+  return json.dumps(row, sort_keys=True)
 
 
 def dead_letter_row(letter: DeadLetter, failed_at: datetime.datetime,

@@ -16,7 +16,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from tests.helpers import options, sample_events
 from tests.test_dedup import FakeState, FakeTimer
-from transforms.batch import Batch
+from schemas.rows import events_table
+from transforms.decoding import NOT_PROCESSED
 from transforms.batched_dedup import (DedupBatches, ExpiringKeys, KeySet,
                                       _ExpiringDedupBatchFn, compact_key,
                                       expiry_step_us)
@@ -24,6 +25,11 @@ from transforms.counters import DUPLICATES
 from transforms.views import micros
 
 HOUR = 3600
+
+
+def _batch(events):
+  """An events batch, as the stages pass them."""
+  return events_table(events, NOT_PROCESSED, with_source=True)
 
 
 def _facts(n, hours_apart):
@@ -67,9 +73,9 @@ def test_batched_dedup_is_exact_over_many_ttls_of_event_time():
   keys = [f.idempotency_key for f in facts]
   batches = [facts[i:i + 7] for i in range(0, 40, 7)] + [facts[::-1]]
   p = beam.Pipeline('FnApiRunner', options=PipelineOptions())
-  kept = (p | beam.Create([Batch(b) for b in batches])
+  kept = (p | beam.Create([_batch(b) for b in batches])
           | DedupBatches(ttl_s=HOUR)).events | (
-          beam.FlatMap(lambda b: [e.idempotency_key for e in b]))
+          beam.FlatMap(lambda b: b.column('idempotency_key').to_pylist()))
   assert_that(kept, equal_to(keys))
   result = p.run()
   result.wait_until_finish()
@@ -129,7 +135,7 @@ def test_a_key_is_timed_for_its_ttl_and_at_most_one_step_more():
   state, timer = FakeState(), FakeTimer()
   [fact, old] = _facts(2, 0)
   arrived = Timestamp(micros=micros(fact.event_time))
-  assert list(fn.process((0, Batch([fact])), arrived, state, timer))
+  assert list(fn.process((0, _batch([fact])), arrived, state, timer))
   expires = micros(fact.event_time) + 86400 * 1000000
   timed = state.value.expiry_of(fact.idempotency_key)
   assert expires <= timed < expires + expiry_step_us(86400)
@@ -137,7 +143,7 @@ def test_a_key_is_timed_for_its_ttl_and_at_most_one_step_more():
   # A fact arriving two days after its event time is kept for the TTL from
   # its arrival (the watermark then), not from its event time.
   late = Timestamp(micros=micros(old.event_time) + 2 * 86400 * 1000000)
-  assert list(fn.process((0, Batch([old])), late, state, timer))
+  assert list(fn.process((0, _batch([old])), late, state, timer))
   timed = state.value.expiry_of(old.idempotency_key)
   assert late.micros + 86400 * 1000000 <= timed < (
       late.micros + 86400 * 1000000 + expiry_step_us(86400))
@@ -157,9 +163,9 @@ def test_streaming_shard_holds_only_the_last_ttl_of_keys():
     while timer.at is not None and timer.at.micros <= watermark:
       at, timer.at = timer.at, None
       fn.expire(at, state, timer)
-    kept = list(fn.process((0, Batch([fact, facts[max(0, i - 2)]])),
+    kept = list(fn.process((0, _batch([fact, facts[max(0, i - 2)]])),
                            Timestamp(micros=watermark), state, timer))
-    assert [e.trace_id for e in kept[0]] == [fact.trace_id]
+    assert kept[0].column('trace_id').to_pylist() == [fact.trace_id]
     held.append(len(state.value))
   assert max(held) <= 4 and held[-1] == held[10], held
 
@@ -182,14 +188,14 @@ def test_streaming_batches_drop_retries_within_ttl_and_forget_after_it():
   past_expiry = t0 + ttl + expiry_step_us(ttl) / 1e6 + 1
   stream = (TestStream()
             .advance_watermark_to(t0 - 10)
-            .add_elements([Batch([first])])
-            .add_elements([Batch([retry, other])])
+            .add_elements([_batch([first])])
+            .add_elements([_batch([retry, other])])
             .advance_watermark_to(t0 + ttl - 1)
-            .add_elements([Batch([retry])])
+            .add_elements([_batch([retry])])
             .advance_watermark_to(past_expiry)
-            .add_elements([Batch([late_copy])])
+            .add_elements([_batch([late_copy])])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming()) as p:
     kept = ((p | stream | DedupBatches(ttl_s=ttl, streaming=True)).events
-            | beam.FlatMap(lambda b: [e.trace_id for e in b]))
+            | beam.FlatMap(lambda b: b.column('trace_id').to_pylist()))
     assert_that(kept, equal_to(['t-0', 't-1', 't-after-ttl']))

@@ -3,8 +3,8 @@
 Dedup, shard split, enrichment and the row time by columns
 (`batched_tables.py`) are compared with the same steps over `Event`s; the
 decode step with its helper process (`parallel_decode.py`) with decoding
-here, on a corpus with every kind of bad record, in input order. The whole
-path against the per-record one: `test_cli.test_batched_and_per_record_paths_agree`.
+here, on a corpus with every kind of bad record, in input order. The bounded
+graph against the streaming one: `test_cli.test_bounded_and_streaming_graphs_agree`.
 """
 import datetime
 import glob
@@ -19,7 +19,9 @@ from pipelines.generate import generate
 from schemas import rows
 from schemas.registry import load_registry
 from tests.helpers import sample_events
-from transforms import batched, batched_dedup, batched_tables, parallel_decode
+from schemas.keys import key_shard
+from transforms import batched_dedup, batched_tables, parallel_decode
+from transforms.views import micros
 from transforms.decode import DEAD_LETTERS
 from transforms.tallies import TALLIES
 from transforms.decoding import NOT_PROCESSED, decode_records
@@ -37,16 +39,28 @@ def _events_with_retries():
                    for i, e in enumerate(events[::3])] + events[:2]
 
 
+def _first_events(events, known):
+  """Dedup over `Event`s in plain Python: the reference."""
+  unique = []
+  for event in events:
+    key = batched_dedup.compact_key(event.idempotency_key)
+    if key not in known:
+      known.add(key)
+      unique.append(event)
+  return unique
+
+
 def test_dedup_by_columns_equals_dedup_of_events():
   events = _events_with_retries()
   for known_before in (set(), {batched_dedup.compact_key(events[5].idempotency_key)}):
-    by_events = batched_dedup._first_events(batched.Batch(events), set(known_before))
-    table = rows.events_table(events, NOW)
+    unique = _first_events(events, set(known_before))
+    table = rows.events_table(events, NOW, with_source=True)
     known = set(known_before)
     kept, duplicates, latest = batched_tables.first_copies(
         table, known, batched_dedup.compact_key)
-    assert kept.equals(rows.events_table(by_events[0], NOW))
-    assert (duplicates, latest) == by_events[1:]
+    assert kept.equals(rows.events_table(unique, NOW, with_source=True))
+    assert duplicates == len(events) - len(unique)
+    assert latest == max(micros(e.event_time) for e in unique)
     assert duplicates == len(events) - 40 + len(known_before)
   empty = batched_tables.first_copies(table, known, batched_dedup.compact_key)
   assert (empty[0].num_rows, empty[1], empty[2]) == (0, len(events), None)
@@ -54,13 +68,14 @@ def test_dedup_by_columns_equals_dedup_of_events():
 
 def test_shards_by_columns_equal_the_shards_of_events():
   events = _events_with_retries()
-  by_events = {shard: rows.events_table(batch, NOW)
-               for shard, batch in batched_dedup._split_by_shard(events)}
+  parts = {}
+  for event in events:
+    parts.setdefault(key_shard(event.idempotency_key, 16), []).append(event)
   by_columns = dict(batched_tables.table_shards(
-      rows.events_table(events, NOW), batched_dedup.SHARDS))
-  assert by_columns.keys() == by_events.keys() and len(by_columns) > 5
+      rows.events_table(events, NOW), 16))
+  assert by_columns.keys() == parts.keys() and len(by_columns) > 5
   for shard, table in by_columns.items():
-    assert table.equals(by_events[shard])
+    assert table.equals(rows.events_table(parts[shard], NOW))
 
 
 def test_enrichment_and_row_time_by_columns_equal_those_of_events():
@@ -118,7 +133,8 @@ def _expected(batches):
     decoded = decode_records(batch, registry)
     expected.extend(('letter', letter) for letter in decoded.letters)
     if decoded.events:
-      expected.append(('events', rows.events_table(decoded.events, NOT_PROCESSED)))
+      expected.append(('events', rows.events_table(
+          decoded.events, NOT_PROCESSED, with_source=True)))
   return expected
 
 

@@ -9,7 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.records import RawRecord
 from tests.helpers import as_json, envelope, options
 from transforms.decode import decode_and_validate
-from transforms.batch import Batch
+from schemas.rows import events_table
+from transforms.decoding import NOT_PROCESSED
 from transforms.batched_dedup import DedupBatches
 
 T0 = 1709287200  # 2024-03-01T10:00:00Z, the helpers' event_time
@@ -21,8 +22,13 @@ def _event(trace_id, **overrides):
 
 
 def _at(event, seconds):
-  """A one-event `Batch` arriving at `seconds`."""
-  return beam.window.TimestampedValue(Batch([event]), seconds)
+  """A one-event batch arriving at `seconds`."""
+  return beam.window.TimestampedValue(
+      events_table([event], NOT_PROCESSED, with_source=True), seconds)
+
+
+def _trace_ids(table):
+  return table.column('trace_id').to_pylist()
 
 
 def _dedup(ttl):
@@ -49,8 +55,8 @@ def test_retry_within_ttl_dropped_after_ttl_treated_as_new():
             .add_elements([_at(after_ttl, T0)])
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming_options()) as p:
-    kept = (p | stream | _dedup(ttl)).events | beam.FlatMap(lambda b: b)
-    assert_that(kept | beam.Map(lambda e: e.trace_id),
+    kept = (p | stream | _dedup(ttl)).events | beam.FlatMap(_trace_ids)
+    assert_that(kept,
                 equal_to(['t-1', 't-4', 't-3']))
 
 
@@ -62,8 +68,8 @@ def test_retry_long_after_first_copy_within_ttl_is_dropped():
             .advance_watermark_to_infinity())
   with TestPipeline(options=_streaming_options()) as p:
     kept = (p | stream | _dedup(86400)).events | beam.FlatMap(
-        lambda b: b)
-    assert_that(kept | beam.Map(lambda e: e.trace_id), equal_to(['t-1']))
+        _trace_ids)
+    assert_that(kept, equal_to(['t-1']))
 
 
 class FakeState(object):

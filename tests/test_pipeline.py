@@ -8,21 +8,30 @@ from pipelines.analytics import build
 from schemas.records import RawRecord
 from tests.helpers import as_avro, as_json, envelope, options
 from transforms.batch import Batch
-from transforms.batched import DecodeBatches
 from transforms.batched_dedup import DedupBatches
 from transforms.decode import DEAD_LETTERS
+from transforms.parallel_decode import DecodeTables
+
+
+class _Row(object):
+  """An events batch's row, read by attribute."""
+
+  def __init__(self, row):
+    self.__dict__.update(row)
 
 
 def _decoded(p, raw, label='Records'):
-  """`raw` decoded in batches of 3, as the graph does: (events, letters)."""
+  """`raw` decoded in batches of 3, as the graph does: (events batches,
+  letters)."""
   out = (p | label >> beam.Create([Batch(raw[i:i + 3])
                                    for i in range(0, len(raw), 3)])
-         | DecodeBatches())
+         | DecodeTables())
   return out.events, out[DEAD_LETTERS]
 
 
 def _each(batches, label='Each'):
-  return batches | label >> beam.FlatMap(lambda b: b)
+  return batches | label >> beam.FlatMap(
+      lambda table: [_Row(row) for row in table.to_pylist()])
 
 
 def _mixed_records():

@@ -2,6 +2,7 @@
 BundleBasedDirectRunner with --streaming) and the views the hot commit
 maintains from the events it stores (`view_sql`), on real DuckDB files."""
 import datetime
+import json
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
@@ -11,15 +12,16 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import tables
 from schemas.records import RawRecord
-from schemas.rows import events_table
+from schemas.rows import events_table, late_letter_json
 from tests.cli import query
 from tests.helpers import as_json, envelope, options
-from transforms.batch import Batch
+from transforms.decoding import NOT_PROCESSED
 from transforms.decode import decode_and_validate
 from transforms.duckdb_sink import commit_staged
 from transforms.staging import write_staging_file
 from transforms.views import micros
-from transforms.windows import FLOORS, LateDataGate, ViewPolicy, mark_late
+from transforms.windows import (FLOORS, LateDataGate, ViewPolicy, mark_late,
+                                mark_late_table)
 
 UTC = datetime.timezone.utc
 T0 = 1709287200  # 2024-03-01T10:00:00Z
@@ -34,10 +36,24 @@ def _event(seconds, user='u1', event_type='page_view', **kw):
       payload__user_id=user, **kw)), 'f:%s:%s' % (seconds, user)))[0]
 
 
+def _batch(events):
+  """An events batch, as the stages pass them (`EVENT_BATCH_SCHEMA`)."""
+  return events_table(events, NOT_PROCESSED, with_source=True)
+
+
 def _at(seconds, user='u1', **kw):
-  """A one-event `Batch`, as the gate takes them, timestamped."""
+  """A one-event batch, timestamped."""
   return beam.window.TimestampedValue(
-      Batch([_event(seconds, user, **kw)]), T0 + seconds)
+      _batch([_event(seconds, user, **kw)]), T0 + seconds)
+
+
+def _marks(table):
+  """(user, missed views, (letter kind, its record names /too-late) or
+  False) per row."""
+  for row in table.to_pylist():
+    letter = bool(row['late_letter']) and json.loads(row['late_letter'])
+    yield (row['user_id'], tuple(row['missed_views']), letter and (
+        letter['error_kind'], '/too-late' in letter['raw']))
 
 
 def _streaming():
@@ -61,10 +77,7 @@ def test_gate_marks_only_what_came_after_the_window_end_and_lateness():
     # One shard: it sees every event, so it learns every window's end.
     gated = p | stream | LateDataGate(ViewPolicy(allowed_lateness_s=LATENESS),
                                       shards=1)
-    assert_that(gated['events'] | beam.FlatMap(lambda b: b) | beam.Map(lambda e: (
-        e.user_id, e.missed_views, e.late_letter is not None and (
-            e.late_letter.error_kind, b'/too-late' in e.late_letter.raw))),
-        equal_to([('u1', (), False), ('u2', (), False), ('u3', (), False),
+    assert_that(gated['events'] | beam.FlatMap(_marks), equal_to([('u1', (), False), ('u2', (), False), ('u3', (), False),
                   ('u4', ('event_counts_1m',), ('late_event', True))]),
         label='marked')
     # The floor reports follow the watermark: the minute window's end at
@@ -84,6 +97,15 @@ def test_a_view_too_late_for_an_events_earliest_window_misses_it_whole():
   assert marked.missed_views == ('event_counts_1m', 'active_users_15m')
   assert marked.late_letter.error_message.startswith(
       'too late for event_counts_1m, active_users_15m')
+  # The same on an events batch, the letter as the sink stages it.
+  now = datetime.datetime.now(UTC)
+  table, ends = mark_late_table(_batch([event, _event(3000, 'u3')]), floor,
+                                LATENESS, now)
+  assert [tuple(m) for m in table.column('missed_views').to_pylist()] == [
+      marked.missed_views, ()]
+  assert table.column('late_letter').to_pylist() == [
+      late_letter_json(marked, now), None]
+  assert (T0 + 300 + LATENESS) * 1000000 in ends
   # Both end at 10:05: a floor before 10:15 misses neither.
   assert mark_late(event, floor - 10 * 1000000, LATENESS) is event
   # An hour later the hourly window (10:00-11:00) is missed too.

@@ -1,29 +1,21 @@
-"""The batched fast path for bounded input: batches of records as elements.
+"""Batches of records as elements, from the source to decoding, and the
+batching steps after it.
 
-Beam's per-element overhead (and, for stateful steps, its state cache measuring
-every value with `objsize`) dominates a per-record pipeline: ~500 records/s
-locally. Here each element is a batch of a few thousand records, and the steps
-call the same pure functions as the per-record path (`decode_and_validate`,
-`apply_profile`, `event_row`), so results are the
-same (a test checks it on a corpus with every kind of bad record):
+Beam's per-element overhead (and, for stateful steps, its state cache
+measuring every value it holds with `objsize`) dominates a per-record
+pipeline: ~500 records/s locally, 2.5-3 ms of CPU per record on the Fn API
+(`docs/benchmarks.md`). So every runner runs batches:
 
-* `ReadRecordBatches`: files to lists of `RawRecord`s.
-* `DecodeBatches`: lists in; lists of `Event`s out, dead letters one by one
-  (`parallel_decode.DecodeTables` makes `events` Arrow tables instead).
-* `batched_dedup.DedupBatches`: a stateful DoFn keyed by shard (16 shards of
-  the key space), its state the keys seen: still exact and keyed by
-  `idempotency_key`.
+* `ReadRecordBatches`: bounded files to lists of `RawRecord`s.
+* `BatchByArrival`: any other source's records (Pub/Sub, Kafka) batched as
+  they arrive, within each bundle.
+* decoding (`parallel_decode.DecodeTables`) makes one events batch (an Arrow
+  table, `schemas.rows.EVENT_BATCH_SCHEMA`) per batch of records, which the
+  later stages pass on;
 * `Rebatch`: joins the small per-shard batches dedup leaves into full ones.
-* Dedup and `Rebatch` take Arrow tables as well (`batched_tables.py`).
-* The side-input join is `EnrichFromSideInput(..., batched=True)`; rows of
-  events are one Arrow table per batch (`schemas.rows.events_table`). The
-  views are maintained by the hot sink's commit (`view_sql.py`).
 
-Batches travel with `BatchCoder` (one pickle, a cheap size estimate).
-
-Streaming on the local runner runs on batches too (micro-batches: the same
-decode, dedup with keys expiring by event time, and the late-data gate of
-`windows.py`); on Dataflow and Flink streaming runs per record.
+Batches of records travel with `BatchCoder` (one pickle, a cheap size
+estimate), events batches with `ArrowTableCoder`.
 """
 import gc
 
@@ -35,13 +27,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 from schemas.registry import load_registry
 from transforms import counters
 from transforms.decode import DEAD_LETTERS
-from transforms.decoding import decode_records
 from transforms.batch import Batch
 from transforms.sources import read_file_records
-from transforms.tallies import TALLIES, Tally
+from transforms.tallies import Tally
 
-__all__ = ['Batch', 'ReadRecordBatches', 'DecodeBatches', 'Rebatch',
-           'BatchByArrival']
+__all__ = ['Batch', 'ReadRecordBatches', 'Rebatch', 'BatchByArrival',
+           'DecodeCounters', 'decoded_outputs', 'raise_gc_thresholds']
 
 
 class _ReadBatchesFn(beam.DoFn):
@@ -137,44 +128,6 @@ def decoded_outputs(decoded, wrap=lambda value: value):
   events = decoded.events
   if len(events):
     yield wrap(Batch(events) if isinstance(events, list) else events)
-
-
-class _DecodeBatchFn(beam.DoFn):
-
-  def __init__(self, registry_path=None):
-    self._registry_path = registry_path
-
-  def setup(self):
-    raise_gc_thresholds()
-    self._registry = load_registry(self._registry_path)
-    self._counters = DecodeCounters()
-
-  def process(self, batch):
-    decoded = decode_records(batch, self._registry)
-    self._counters.count(decoded, len(batch))
-    yield from decoded_outputs(decoded)
-
-  def finish_bundle(self):
-    yield from self._counters.emit()
-
-
-class DecodeBatches(beam.PTransform):
-  """Lists of raw records in; lists of events (`events`) and dead letters out.
-
-  Args:
-    registry_path: the schema registry (`registry.json`) whose version gates
-      and schemas apply (default: the shipped one).
-  """
-
-  def __init__(self, registry_path=None):
-    super().__init__()
-    self._registry_path = registry_path
-
-  def expand(self, batches):
-    return batches | 'DecodeValidate' >> beam.ParDo(
-        _DecodeBatchFn(self._registry_path)).with_output_types(
-            Batch).with_outputs(
-            DEAD_LETTERS, TALLIES, main='events')
 
 
 def _joined(parts):

@@ -31,6 +31,7 @@ from typing import Tuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.coders import PickleCoder
 from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
@@ -39,12 +40,9 @@ from apache_beam.transforms.userstate import (ReadModifyWriteStateSpec,
                                               TimerSpec, on_timer)
 from apache_beam.utils.timestamp import Timestamp
 
-from schemas.keys import key_shard
 from transforms import counters
-from transforms.batch import Batch
 from transforms.batched_tables import first_copies, table_shards
 from transforms.tallies import TALLIES, Tally
-from transforms.views import micros
 
 __all__ = ['DedupBatches', 'KeySet', 'ExpiringKeys', 'compact_key',
            'encode_key', 'expiry_step_us', 'SHARDS']
@@ -112,12 +110,9 @@ class _DedupBatchFn(beam.DoFn):
 
   def process(self, element, seen=beam.DoFn.StateParam(SEEN),
               expiry=beam.DoFn.TimerParam(EXPIRY)):
-    _, events = element
+    _, table = element
     keys = seen.read() or KeySet()
-    if isinstance(events, pa.Table):
-      unique, duplicates, latest = first_copies(events, keys.keys, compact_key)
-    else:
-      unique, duplicates, latest = _first_events(events, keys.keys)
+    unique, duplicates, latest = first_copies(table, keys.keys, compact_key)
     if latest is not None:
       keys.keep_until(latest + self._ttl_us)
     seen.write(keys)
@@ -255,9 +250,8 @@ class _ExpiringDedupBatchFn(beam.DoFn):
   def process(self, element, timestamp=beam.DoFn.TimestampParam,
               seen=beam.DoFn.StateParam(SEEN),
               expiry=beam.DoFn.TimerParam(EXPIRY)):
-    _, events = element
+    _, table = element
     keys = seen.read() or ExpiringKeys()
-    events = events.items if isinstance(events, Batch) else list(events)
     step, ttl = self._step_us, self._ttl_us
     # The TTL runs from the later of a key's event time and its arrival (the
     # batch's timestamp at the source, which the watermark follows), so an
@@ -265,17 +259,17 @@ class _ExpiringDedupBatchFn(beam.DoFn):
     # producer offline for a day) is still remembered for the TTL.
     arrived = timestamp.micros if timestamp < _END_OF_GLOBAL_WINDOW else \
         -2 ** 62  # a batch emitted at the window's end has no arrival time
+    times = pc.cast(table.column('event_time'), pa.int64()).to_pylist()
     kept = keys.first_copies(
-        [e.idempotency_key for e in events],
+        table.column('idempotency_key').to_pylist(),
         # each rounded up to a step
-        [-(-(max(micros(e.event_time), arrived) + ttl) // step) * step
-         for e in events])
+        [-(-(max(t, arrived) + ttl) // step) * step for t in times])
     seen.write(keys)
     if keys.earliest is not None:
       expiry.set(Timestamp(micros=keys.earliest))
-    self._tally.inc(counters.DUPLICATES, len(events) - len(kept))
+    self._tally.inc(counters.DUPLICATES, table.num_rows - len(kept))
     if kept:
-      yield Batch([events[i] for i in kept])
+      yield table if len(kept) == table.num_rows else table.take(kept)
 
   @on_timer(EXPIRY)
   def expire(self, fired=beam.DoFn.TimestampParam,
@@ -294,53 +288,25 @@ class _ExpiringDedupBatchFn(beam.DoFn):
       seen.clear()
 
 
-def _first_events(events, known):
-  """`batched_tables.first_copies` for a `Batch` of `Event`s."""
-  unique, duplicates, latest = [], 0, None
-  for event in events:
-    key = compact_key(event.idempotency_key)
-    if key in known:
-      duplicates += 1
-      continue
-    known.add(key)
-    unique.append(event)
-    if latest is None or event.event_time > latest:
-      latest = event.event_time
-  return Batch(unique), duplicates, None if latest is None else micros(latest)
-
-
-def _split_by_shard(events, shards=SHARDS):
-  if isinstance(events, pa.Table):
-    return table_shards(events, shards)
-  parts = {}
-  for event in events:
-    parts.setdefault(key_shard(event.idempotency_key, shards), []).append(event)
-  return [(shard, Batch(part)) for shard, part in parts.items()]
-
-
 class DedupBatches(beam.PTransform):
-  """Batches of events in; batches of first copies out (exact, keyed by
-  key): `result.events`, and the step's counts on `result.tallies`.
+  """Events batches (Arrow tables) in; batches of first copies out (exact,
+  keyed by key): `result.events`, and the step's counts on
+  `result.tallies`.
 
   Args:
     ttl_s: seconds of event time a key is remembered (`--dedup_ttl`).
-    element_type: `Batch` (of `Event`s) or `pa.Table` (`events` rows).
-    streaming: keys expire one by one as the watermark moves (`Batch`es
-      only); else all at the end of the bounded input.
+    streaming: keys expire one by one as the watermark moves; else all at
+      the end of the bounded input.
     shards: keys the state is spread over (`--state_shards`).
   """
 
-  def __init__(self, ttl_s=86400, element_type=Batch, streaming=False,
-               shards=SHARDS):
+  def __init__(self, ttl_s=86400, streaming=False, shards=SHARDS):
     super().__init__()
     if ttl_s < 0:
       raise ValueError('ttl_s must be >= 0, got %r' % ttl_s)
     if shards < 1:
       raise ValueError('shards must be >= 1, got %r' % shards)
-    self._shards = shards
-    if streaming and element_type is not Batch:
-      raise ValueError('streaming dedup takes Batches of Events')
-    self._ttl_s, self._type = ttl_s, element_type
+    self._ttl_s, self._shards = ttl_s, shards
     self._streaming = streaming
 
   def expand(self, batches):
@@ -348,9 +314,9 @@ class DedupBatches(beam.PTransform):
     shards = self._shards
     return (batches
             | 'SplitByShard' >> beam.FlatMap(
-                _split_by_shard, shards).with_output_types(Tuple[int, self._type])
+                table_shards, shards).with_output_types(Tuple[int, pa.Table])
             | 'DropRetries' >> beam.ParDo(
-                dedup(self._ttl_s)).with_output_types(self._type).with_outputs(
+                dedup(self._ttl_s)).with_output_types(pa.Table).with_outputs(
                     TALLIES, main='events'))
 
 

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from schemas import tables
 from schemas.keys import key_shard
+from schemas.rows import staged_columns
 from transforms.profiles import FALLBACK
 
 __all__ = ['split_table', 'table_shards', 'first_copies', 'enrich_table',
@@ -86,7 +87,9 @@ def enrich_table(table: pa.Table, profiles):
 
 
 def with_processed_at(table: pa.Table, processed_at: datetime.datetime):
-  """The rows stamped with the time they are made into warehouse rows."""
+  """The staged rows of an events batch, stamped with the time they are
+  made into warehouse rows."""
   field = _SCHEMA.field('processed_at')
-  return table.set_column(_COLUMN['processed_at'], field, pa.array(
-      [processed_at] * table.num_rows, field.type))
+  return staged_columns(table).set_column(
+      _COLUMN['processed_at'], field, pa.array(
+          [processed_at] * table.num_rows, field.type))

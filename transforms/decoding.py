@@ -91,10 +91,11 @@ NOT_PROCESSED = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def decode_table(records, registry_path: Optional[str] = None) -> Decoded:
-  """`decode_records` with the events as one `events` Arrow table
-  (`schemas.rows.events_table`): not yet enriched (tier and region
+  """`decode_records` with the events as one events batch (an Arrow table,
+  `schemas.rows.EVENT_BATCH_SCHEMA`): not yet enriched (tier and region
   `unknown`), `processed_at` NOT_PROCESSED. The helper process's task: a
   table crosses processes as a few buffers, where events would be pickled
   and rebuilt one object at a time."""
   decoded = decode_records(records, load_registry(registry_path))
-  return decoded._replace(events=events_table(decoded.events, NOT_PROCESSED))
+  return decoded._replace(events=events_table(decoded.events, NOT_PROCESSED,
+                                              with_source=True))

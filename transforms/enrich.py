@@ -7,13 +7,11 @@ as a side input. No profile gives the `unknown` fallback, counted as
 `enrichment_fallbacks` (not a dead letter). For profile stores too large for a
 side input, see `lookup.py`.
 """
-import typing
 
 import apache_beam as beam
 import pyarrow as pa
 
 from transforms import counters
-from transforms.batch import Batch
 from transforms.batched_tables import enrich_table
 from transforms.tallies import TALLIES, Tally
 from schemas.records import Event
@@ -86,10 +84,7 @@ class ReadProfiles(beam.PTransform):
 
 
 class _EnrichFn(beam.DoFn):
-  """Joins one event, or each event of a `Batch`, with the profiles side input."""
-
-  def __init__(self, batched=False):
-    self._batched = batched
+  """Joins each row of an events batch with the profiles side input."""
 
   def setup(self):
     self._tally = Tally()
@@ -97,44 +92,30 @@ class _EnrichFn(beam.DoFn):
   def finish_bundle(self):
     yield from self._tally.emit()
 
-  def process(self, element, profiles):
-    if isinstance(element, pa.Table):  # the batched path's `events` rows
-      table, fallbacks = enrich_table(element, profiles)
-      self._tally.inc(counters.ENRICHMENT_FALLBACKS, fallbacks)
-      yield table
-      return
-    events = element if self._batched else (element,)
-    out, fallbacks = [], 0
-    for event in events:
-      profile = profiles.get((event.tenant_id, event.user_id))
-      fallbacks += profile is None
-      out.append(apply_profile(event, profile))
+  def process(self, table, profiles):
+    table, fallbacks = enrich_table(table, profiles)
     self._tally.inc(counters.ENRICHMENT_FALLBACKS, fallbacks)
-    yield Batch(out) if self._batched else out[0]
+    yield table
 
 
 class EnrichFromSideInput(beam.PTransform):
-  """Events in, events with `user_tier`/`user_region` out (`result.events`),
-  and the step's counts (`result.tallies`).
+  """Events batches (Arrow tables) in, the same with `user_tier` and
+  `user_region` set out (`result.events`), and the step's counts
+  (`result.tallies`).
 
   Args:
     profiles: a PCollection of ((tenant_id, user_id), Profile) pairs, or None
       (every event gets the fallback).
-    batched: the elements are batches of events (the batched path):
-      `Batch`es of `Event`s, or `events` Arrow tables (`element_type`).
   """
 
-  def __init__(self, profiles, batched=False, element_type=Batch):
+  def __init__(self, profiles):
     super().__init__()
-    self._profiles, self._batched = profiles, batched
-    self._type = element_type
+    self._profiles = profiles
 
   def expand(self, events):
     profiles = self._profiles
     if profiles is None:
       profiles = events.pipeline | 'NoProfiles' >> beam.Create([])
-    join = beam.ParDo(_EnrichFn(self._batched),
-                      profiles=beam.pvalue.AsDict(profiles))
-    # Declared: inferred from `process` it would be `Batch` on both paths.
-    join = join.with_output_types(self._type if self._batched else typing.Any)
-    return events | 'JoinProfiles' >> join.with_outputs(TALLIES, main='events')
+    join = beam.ParDo(_EnrichFn(), profiles=beam.pvalue.AsDict(profiles))
+    return events | 'JoinProfiles' >> join.with_output_types(
+        pa.Table).with_outputs(TALLIES, main='events')

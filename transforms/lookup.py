@@ -14,7 +14,8 @@ front of the store:
    succeeds. With `--enrichment_fallback none` a failed lookup is an
    `enrichment_failed` dead letter instead.
 
-The handler runs inside Beam's request thread, where Beam metrics cannot be
+Each request is an events batch (an Arrow table), whose distinct users are
+looked up once each. The handler runs inside Beam's request thread, where Beam metrics cannot be
 incremented, so each answer carries its counter increments and the step after
 `Enrichment` counts them.
 """
@@ -22,14 +23,15 @@ import collections
 import json
 import logging
 import time
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.transforms.enrichment import Enrichment, EnrichmentSourceHandler
 
 from schemas.records import DeadLetter, ENRICHMENT_FAILED
 from transforms import counters
-from transforms.enrich import apply_profile
+from transforms.batched_tables import enrich_table
 from transforms.profiles import Profile
 from transforms.tallies import TALLIES, Tally
 from transforms.resilience import (MISSING, CircuitBreaker, LruTtlCache,
@@ -59,9 +61,15 @@ class LookupSettings(NamedTuple):
   fallback: bool = True
 
   def call_budget_s(self) -> float:
-    """The longest one handler call may take (timeouts plus backoff)."""
+    """The longest one lookup may take (timeouts plus backoff)."""
     return ((self.retry.max_retries + 1) * self.lookup_timeout_s
             + sum(self.retry.delays()) + 5.0)
+
+  def batch_budget_s(self, distinct_users=5000) -> float:
+    """The longest one handler call (a batch) may take: its failed lookups
+    until the breaker opens, and a timeout for every other user."""
+    return (self.breaker_threshold * self.call_budget_s()
+            + distinct_users * self.lookup_timeout_s)
 
 
 class SafeRedisCache(object):
@@ -116,7 +124,9 @@ class SafeRedisCache(object):
 
 
 class ProfileLookupHandler(EnrichmentSourceHandler):
-  """Event in; (event, (profile or None, error or None, counter increments)) out.
+  """An events batch in; (batch, (profile or None per (tenant, user), error
+  per (tenant, user) whose lookup failed, counter increments)) out. Each
+  distinct user of a batch is looked up once.
 
   Args:
     store_factory: a picklable callable returning a store with `open()`,
@@ -147,14 +157,18 @@ class ProfileLookupHandler(EnrichmentSourceHandler):
   def get_cache_key(self, request):
     return ''  # Beam's cache is not used; see the module docstring
 
-  def __call__(self, event, *args, **kwargs):
+  def __call__(self, table, *args, **kwargs):
+    """An events batch: each distinct (tenant, user) looked up once."""
     before = self._snapshot()
-    profile, error = self._lookup(event.tenant_id, event.user_id)
-    delta = {k: v - before[k] for k, v in self._snapshot().items() if v != before[k]}
-    if profile is None:
-      delta[counters.ENRICHMENT_FALLBACKS] = 1 if error is None or \
-          self._settings.fallback else 0
-    return event, (profile, error, delta)
+    found, errors = {}, {}
+    for key in set(zip(table.column('tenant_id').to_pylist(),
+                       table.column('user_id').to_pylist())):
+      found[key], error = self._lookup(*key)
+      if error is not None:
+        errors[key] = error
+    delta = {k: v - before[k] for k, v in self._snapshot().items()
+             if v != before[k]}
+    return table, (found, errors, delta)
 
   def _snapshot(self):
     redis_errors = self._redis.errors if self._redis else 0
@@ -200,7 +214,8 @@ class ProfileLookupHandler(EnrichmentSourceHandler):
 
 
 class _CountAndRouteFn(beam.DoFn):
-  """Counts the handler's increments; routes failed lookups when no fallback."""
+  """Counts the handler's increments and joins its profiles; with no
+  fallback, routes the rows whose lookup failed to dead letters."""
 
   def __init__(self, fallback):
     self._fallback = fallback
@@ -212,19 +227,35 @@ class _CountAndRouteFn(beam.DoFn):
     yield from self._tally.emit()
 
   def process(self, joined):
-    event, (profile, error, delta) = joined
+    table, (found, errors, delta) = joined
     for name, value in delta.items():
       self._tally.inc(name, value)
-    if error is not None and not self._fallback:
-      yield beam.pvalue.TaggedOutput(ENRICHMENT_FAILED_TAG, DeadLetter.of(
-          ENRICHMENT_FAILED, error, event.raw, event.origin,
-          idempotency_key=event.idempotency_key, tenant_id=event.tenant_id))
-      return
-    yield apply_profile(event, profile)
+    if errors and not self._fallback:
+      table = yield from self._route_failed(table, errors)
+    table, fallbacks = enrich_table(table, found)
+    self._tally.inc(counters.ENRICHMENT_FALLBACKS, fallbacks)
+    if table.num_rows:
+      yield table
+
+  def _route_failed(self, table, errors):
+    """Yields a letter per row whose lookup failed; returns the others."""
+    keys = list(zip(table.column('tenant_id').to_pylist(),
+                    table.column('user_id').to_pylist()))
+    failed = [key in errors for key in keys]
+    raws, origins = table.column('raw'), table.column('origin')
+    ids = table.column('idempotency_key')
+    for i, key in enumerate(keys):
+      if failed[i]:
+        yield beam.pvalue.TaggedOutput(ENRICHMENT_FAILED_TAG, DeadLetter.of(
+            ENRICHMENT_FAILED, errors[key], raws[i].as_py(),
+            origins[i].as_py(), idempotency_key=ids[i].as_py(),
+            tenant_id=key[0]))
+    return table.filter(pa.array([not f for f in failed], pa.bool_()))
 
 
 class EnrichWithLookups(beam.PTransform):
-  """Events in; enriched events (main) and `enrichment_failed` letters out.
+  """Events batches (Arrow tables) in; enriched batches (main) and
+  `enrichment_failed` letters out.
 
   Args:
     store_factory: see `ProfileLookupHandler`.
@@ -240,12 +271,9 @@ class EnrichWithLookups(beam.PTransform):
     return (
         events
         | 'Lookup' >> Enrichment(
-            self._handler, join_fn=lambda event, answer: (event, answer),
-            timeout=self._settings.call_budget_s(), throttler=None)
-        # Declared: inferred from `process` it is a Union holding `Event`,
-        # and Beam then tries (at random, by set order) to make a schema of
-        # `Event`, which fails on its dict field.
+            self._handler, join_fn=lambda table, answer: (table, answer),
+            timeout=self._settings.batch_budget_s(), throttler=None)
         | 'CountAndRoute' >> beam.ParDo(
             _CountAndRouteFn(self._settings.fallback)).with_output_types(
-                Any).with_outputs(ENRICHMENT_FAILED_TAG, TALLIES,
-                                  main='events'))
+                pa.Table).with_outputs(ENRICHMENT_FAILED_TAG, TALLIES,
+                                       main='events'))
