@@ -7,7 +7,7 @@ distinct random-looking keys and users), then commits each count of rows into an
 warehouse under each limit, each in a fresh process, and prints seconds, peak
 RSS and whether it committed. DuckDB holds the primary-key index of every row
 one transaction inserts in memory and cannot spill it; this is the
-measurement behind `--duckdb_memory_limit auto` (`transforms/duckdb_sink.py`).
+measurement behind `--duckdb_memory_limit auto` (`transforms/sinks/duckdb_sink.py`).
 """
 import argparse
 import datetime
@@ -30,8 +30,8 @@ from pipelines.generate import make_event  # noqa: E402
 from schemas import tables  # noqa: E402
 from schemas.records import RawRecord  # noqa: E402
 from schemas.rows import event_row  # noqa: E402
-from transforms.decode import decode_and_validate  # noqa: E402
-from transforms.staging import rows_to_table  # noqa: E402
+from transforms.ingest.decode import decode_and_validate  # noqa: E402
+from transforms.sinks.staging import rows_to_table  # noqa: E402
 
 _FILE_ROWS = 500000
 
@@ -39,7 +39,7 @@ _FILE_ROWS = 500000
 _COMMIT = '''
 import json, sys, threading, time
 sys.path.insert(0, sys.argv[1])
-from transforms.duckdb_sink import commit_staged, connect
+from transforms.sinks.duckdb_sink import commit_staged, connect
 peak = [0]
 def rss():
   with open('/proc/self/status') as f:

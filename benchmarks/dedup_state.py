@@ -24,7 +24,7 @@ sys.path.insert(0, __file__.rsplit('/', 2)[0])
 from schemas.keys import key_shard  # noqa: E402
 from schemas.records import Event  # noqa: E402
 from schemas.rows import events_table  # noqa: E402
-from transforms.batched_dedup import (DedupBatches, KeySet, SHARDS,  # noqa: E402
+from transforms.dedup.shards import (DedupBatches, KeySet, SHARDS,  # noqa: E402
                                       compact_key)
 
 UTC = datetime.timezone.utc

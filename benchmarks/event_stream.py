@@ -17,7 +17,7 @@ import random
 
 from pipelines.generate import bad_record, make_event
 from schemas.records import RawRecord
-from transforms.views import micros
+from transforms.views.specs import micros
 
 __all__ = ['EventStream']
 

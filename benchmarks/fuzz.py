@@ -17,7 +17,7 @@ import traceback
 
 from producer import build_event, serialize
 from schemas.records import DeadLetter, Event, RawRecord
-from transforms.decode import decode_and_validate
+from transforms.ingest.decode import decode_and_validate
 
 __all__ = ['mutate', 'check', 'main']
 

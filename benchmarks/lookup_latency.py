@@ -16,8 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from schemas.records import Event  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
-from transforms.lookup import LookupSettings, ProfileLookupHandler  # noqa: E402
-from transforms.stores import DuckDBProfileStore  # noqa: E402
+from transforms.enrich.lookup import LookupSettings, ProfileLookupHandler  # noqa: E402
+from transforms.enrich.stores import DuckDBProfileStore  # noqa: E402
 
 
 def _event(user):

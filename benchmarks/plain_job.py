@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 from schemas import tables
 from schemas.records import DeadLetter
 from schemas.rows import dead_letter_row, event_row
-from transforms.cold_sink import partition_of
-from transforms.decode import decode_and_validate
-from transforms.duckdb_sink import connect
-from transforms.enrich import apply_profile
-from transforms.profiles import newest_profiles
-from transforms.sources import read_file_records
-from transforms.views import VIEWS, add_event, micros, new_accumulator, view_row, \
+from transforms.sinks.cold_sink import partition_of
+from transforms.ingest.decode import decode_and_validate
+from transforms.sinks.duckdb_sink import connect
+from transforms.enrich.side_input import apply_profile
+from transforms.enrich.profiles import newest_profiles
+from transforms.ingest.sources import read_file_records
+from transforms.views.specs import VIEWS, add_event, micros, new_accumulator, view_row, \
     window_starts
 
 __all__ = ['run_plain']

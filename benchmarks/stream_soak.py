@@ -112,7 +112,7 @@ class _Reader(object):
                                                  WatermarkEvent)
     from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
     from transforms.batch import Batch
-    from transforms.local_watch import (_CODER, _WIRE_SCALE, _wire_duration,
+    from transforms.ingest.local_watch import (_CODER, _WIRE_SCALE, _wire_duration,
                                         _wire_time)
     fed = 0
     for records, watermark, unique in _read_stream(self._path):
@@ -143,7 +143,7 @@ def _run_job(args):
   from pipelines.graph import build, utcnow
   from pipelines.options import parse_args
   from transforms.batch import Batch
-  from transforms.local_watch import _CODER
+  from transforms.ingest.local_watch import _CODER
   options = parse_args([
       '--input', args.stream, '--streaming', '--runner=BundleBasedDirectRunner',
       '--hot_sink', 'duckdb:' + os.path.join(args.out, 'w.duckdb'),

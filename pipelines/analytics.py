@@ -28,7 +28,7 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import StandardOptions  # noqa: E402
 
 from pipelines import dlq, local_streaming, summary  # noqa: E402
-from transforms import bigquery_sink  # noqa: E402
+from transforms.sinks import bigquery_sink  # noqa: E402
 from pipelines.graph import (build, is_local, new_run_id, runs_here,  # noqa: E402
                              utcnow)
 from pipelines.checks import run_command  # noqa: E402

@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from schemas.masking import parse_fields
 from schemas.registry import load_registry
-from transforms.duckdb_sink import MEMORY_LIMIT_PATTERN
+from transforms.sinks.duckdb_sink import MEMORY_LIMIT_PATTERN
 
 __all__ = ['UsageError', 'CommandFailure', 'HotSink', 'check_values',
            'message_source', 'run_command', 'PATTERNS']

@@ -21,7 +21,7 @@ import sys
 from producer.envelope import build_event
 from schemas.records import (MALFORMED, OVERSIZED, SCHEMA_VIOLATION,
                              UNKNOWN_EVENT_TYPE, UNSUPPORTED_SCHEMA_VERSION)
-from transforms.timestamps import format_utc
+from transforms.ingest.timestamps import format_utc
 
 __all__ = ['generate', 'make_event', 'bad_record', 'main']
 

@@ -1,14 +1,14 @@
 """The pipeline's graph: `build(pipeline, options, source=...)`.
 
 One graph for every runner and both modes. Elements are batches of records
-from the source on (`batched.py`): files are read a batch at a time, a
+from the source on (`transforms/ingest/batched.py`): files are read a batch at a time, a
 stream is batched as it arrives within each bundle. Each stage meets its
 runner's needs inside itself, from the options:
 
-* dedup (`batched_dedup.py`) splits each batch over `--state_shards` keys;
+* dedup (`transforms/dedup/shards.py`) splits each batch over `--state_shards` keys;
   on bounded input a shard's keys are dropped once at the end, in a stream
   each key expires by itself after the TTL;
-* the late-data gate (`windows.py`) marks, in a stream, each event with the
+* the late-data gate (`transforms/views/late_gate.py`) marks, in a stream, each event with the
   views it came too late for, over the same number of keys; on bounded input
   nothing is late and it passes batches through;
 * the sinks commit once at the end of bounded input, every
@@ -16,10 +16,10 @@ runner's needs inside itself, from the options:
 
 Bounded input to DuckDB with side-input enrichment carries each batch of
 events as one `events` Arrow table from decoding on (decoded in a helper
-process when there is one local worker: `parallel_decode.py`); everything
+process when there is one local worker: `transforms/ingest/parallel_decode.py`); everything
 else carries `Batch`es of `Event`s. The views are maintained by the hot
-sink's commit from the events it newly stores (`view_sql.py`), and the cold
-tier is written from what the commit stored (`cold_sink.py`), so both stay
+sink's commit from the events it newly stores (`transforms/views/sql.py`), and the cold
+tier is written from what the commit stored (`transforms/sinks/cold_sink.py`), so both stay
 exact whatever the history of runs. Where each stage lives:
 `docs/architecture.md`.
 """
@@ -33,25 +33,26 @@ from pipelines.options import (AnalyticsOptions, HotSink, lookup_settings,
                                state_shards)
 from schemas import tables
 from schemas.rows import dead_letter_row, table_rows
-from transforms import batched, batched_dedup
-from transforms.batched_tables import with_processed_at
-from transforms.cold_sink import COLD_FILES
-from transforms.dead_letters import CollectDeadLetters
-from transforms.decode import DEAD_LETTERS
-from transforms.bigquery_sink import WriteToBigQueryWarehouse
-from transforms.duckdb_sink import WriteToDuckDB
-from transforms.enrich import EnrichFromSideInput, ReadProfiles
-from transforms.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
-from transforms.local_pubsub import HeldInBigQuery, HeldInDuckDB, LocalPubSubRead
-from transforms.local_watch import LocalFileWatch
+from transforms.ingest import batched
+from transforms.dedup import shards as batched_dedup
+from transforms.event_batches import with_processed_at
+from transforms.sinks.cold_sink import COLD_FILES
+from transforms.sinks.dead_letters import CollectDeadLetters
+from transforms.ingest.decode import DEAD_LETTERS
+from transforms.sinks.bigquery_sink import WriteToBigQueryWarehouse
+from transforms.sinks.duckdb_sink import WriteToDuckDB
+from transforms.enrich.side_input import EnrichFromSideInput, ReadProfiles
+from transforms.enrich.lookup import ENRICHMENT_FAILED_TAG, EnrichWithLookups
+from transforms.ingest.local_pubsub import HeldInBigQuery, HeldInDuckDB, LocalPubSubRead
+from transforms.ingest.local_watch import LocalFileWatch
 from schemas.masking import parse_fields
-from transforms.parallel_decode import DecodeTables
-from transforms.message_sources import (ReadKafkaRecords, ReadPubSubRecords,
+from transforms.ingest.parallel_decode import DecodeTables
+from transforms.ingest.message_sources import (ReadKafkaRecords, ReadPubSubRecords,
                                         kafka_consumer_config)
-from transforms.sources import ReadRecords, WatchRecords
-from transforms.stores import profile_store
+from transforms.ingest.sources import ReadRecords, WatchRecords
+from transforms.enrich.stores import profile_store
 from transforms.tallies import TALLIES
-from transforms.windows import FLOORS, LateDataGate, ViewPolicy
+from transforms.views.late_gate import FLOORS, LateDataGate, ViewPolicy
 
 __all__ = ['build', 'stages', 'sinks', 'utcnow', 'is_local', 'runs_here',
            'new_run_id']
@@ -87,7 +88,7 @@ def new_run_id() -> str:
 
 def _hot_sink(opts, streaming):
   """The hot warehouse's sink, which also writes the cold tier from what
-  its commits store (`cold_sink.py`)."""
+  its commits store (`transforms/sinks/cold_sink.py`)."""
   hot = HotSink(opts.hot_sink)
   if hot.kind == 'bigquery':
     return WriteToBigQueryWarehouse(
@@ -304,7 +305,7 @@ def build(pipeline, options, *, source=None, store_factory=None):
     writes with their events), `commits` (the hot sink's commits: (table,
     staged rows, written)) and `cold_files` (the paths the cold tier's
     export wrote). The views are maintained by the commits
-    (`transforms/view_sql.py`).
+    (`transforms/views/sql.py`).
   """
   staged = stages(pipeline, options, source=source, store_factory=store_factory)
   return sinks(options, staged, options.view_as(StandardOptions).streaming)

@@ -27,13 +27,13 @@ import uuid
 from pipelines.summary import record_failure, run_outcome, write_metrics
 from schemas import tables
 from schemas.keys import key_shard
-from transforms.cold_sink import (cold_file_path, keys_digest, partition_of,
+from transforms.sinks.cold_sink import (cold_file_path, keys_digest, partition_of,
                                   write_cold_file)
-from transforms.cold_sink import export_outbox
-from transforms.duckdb_sink import (connect, drain_outbox, read_outbox,
+from transforms.sinks.cold_sink import export_outbox
+from transforms.sinks.duckdb_sink import (connect, drain_outbox, read_outbox,
                                     staging_dir_of)
-from transforms.staging import rows_to_table
-from transforms.timestamps import parse_rfc3339
+from transforms.sinks.staging import rows_to_table
+from transforms.ingest.timestamps import parse_rfc3339
 
 __all__ = ['run', 'main']
 

@@ -264,8 +264,8 @@ def state_shards(options) -> int:
 
 def lookup_settings(opts):
   """The lookup path's settings from the options."""
-  from transforms.lookup import LookupSettings
-  from transforms.resilience import RetryPolicy
+  from transforms.enrich.lookup import LookupSettings
+  from transforms.enrich.resilience import RetryPolicy
   return LookupSettings(
       cache_size=opts.cache_size, cache_ttl_s=opts.cache_ttl_s,
       redis_url=opts.redis_url, redis_ttl_s=opts.redis_ttl_s,

@@ -6,7 +6,7 @@
 
 Reads the letters not yet replayed from the hot warehouse (filters on kind,
 tenant and `failed_at`; `late_event` letters are never replayed, their events
-are stored), applies the registered repairs (`transforms/repairs.py`), and sends
+are stored), applies the registered repairs (`transforms/sinks/repairs.py`), and sends
 the bytes through the same graph as the main job (`pipelines.graph.build` with
 the letters as its source): decode, validate with the current registry (its
 gates and upcasters), dedup, enrichment, both tiers.
@@ -38,10 +38,10 @@ from schemas.records import ERROR_KINDS, Event, LATE_EVENT, RawRecord
 from schemas.registry import load_registry
 from schemas.rows import REPLAY_ORIGIN, raw_bytes
 from transforms import counters
-from transforms.decode import decode_and_validate
-from transforms.duckdb_sink import connect
-from transforms.repairs import REPAIRS, apply_repairs
-from transforms.timestamps import parse_rfc3339
+from transforms.ingest.decode import decode_and_validate
+from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.repairs import REPAIRS, apply_repairs
+from transforms.ingest.timestamps import parse_rfc3339
 
 __all__ = ['ReplayOptions', 'select_letters', 'run', 'main']
 

@@ -27,7 +27,7 @@ import sys
 
 import duckdb
 
-from transforms.duckdb_sink import connect
+from transforms.sinks.duckdb_sink import connect
 
 __all__ = ['reconcile', 'view_mismatches', 'main', 'VIEW_VALUES']
 

@@ -11,8 +11,8 @@ import uuid
 from schemas.keys import business_id, idempotency_key
 from schemas.records import DeadLetter
 from schemas.registry import load_registry
-from transforms.timestamps import format_utc
-from transforms.validate import validate
+from transforms.ingest.timestamps import format_utc
+from transforms.ingest.validate import validate
 
 __all__ = ['ContractError', 'build_event', 'event_time_text', 'check_event']
 

@@ -7,7 +7,7 @@ import fastavro
 
 from producer.envelope import ContractError
 from schemas.registry import load_registry
-from transforms.parsing import frame_wire
+from transforms.ingest.parsing import frame_wire
 
 __all__ = ['serialize', 'FORMATS']
 

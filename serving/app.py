@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 
 from serving import metrics, queries
 from serving.backends import Unavailable
-from transforms.timestamps import format_utc, parse_rfc3339
+from transforms.ingest.timestamps import format_utc, parse_rfc3339
 
 __all__ = ['create_app', 'MAX_URL_BYTES']
 

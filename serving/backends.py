@@ -15,8 +15,8 @@ import os
 
 import duckdb
 
-from transforms.duckdb_sink import open_with_retry
-from transforms.stores import bigquery_client
+from transforms.sinks.duckdb_sink import open_with_retry
+from transforms.enrich.stores import bigquery_client
 
 __all__ = ['HotDuckDB', 'HotBigQuery', 'ColdParquet', 'Unavailable', 'DERIVED']
 

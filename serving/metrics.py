@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from schemas import tables
 from schemas.records import ERROR_KINDS
-from transforms.lookup import LOOKUP_COUNTERS
+from transforms.enrich.lookup import LOOKUP_COUNTERS
 
 __all__ = ['WarehouseCollector', 'exposition', 'job_of', 'FRESHNESS']
 

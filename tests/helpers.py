@@ -10,8 +10,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from schemas.keys import business_id, idempotency_key
 from schemas.records import Event, RawRecord
 from schemas.registry import default_registry
-from transforms.decode import decode_and_validate
-from transforms.parsing import frame_wire
+from transforms.ingest.decode import decode_and_validate
+from transforms.ingest.parsing import frame_wire
 
 _PAYLOADS = {
     'page_view': {'user_id': 'u1', 'url': '/home', 'referrer': None,

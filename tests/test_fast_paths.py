@@ -1,7 +1,7 @@
 """The fast paths give exactly what the plain readings give.
 
 `parse_json` keeps orjson's result only where it is provably the strict
-parser's (`transforms/parsing.py`); `parse_rfc3339` reads the canonical layout
+parser's (`transforms/ingest/parsing.py`); `parse_rfc3339` reads the canonical layout
 with `datetime.fromisoformat`. Each is compared with its strict reading on
 generated input made to hit the differences: repeated keys, colons in keys and
 strings, integers past 64 bits, huge and tiny floats, escapes, deep nesting,
@@ -21,13 +21,16 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from schemas import rows, tables
 from tests.helpers import sample_events
-from transforms import batched, cold_sink, parsing, timestamps
-from transforms.enrich import apply_profile
-from transforms.profiles import Profile
-from transforms.parsing import Malformed
-from transforms.staging import rows_to_table
-from transforms.views import micros
-from transforms.windows import mark_late
+from transforms.ingest import batched
+from transforms.sinks import cold_sink
+from transforms.ingest import parsing
+from transforms.ingest import timestamps
+from transforms.enrich.side_input import apply_profile
+from transforms.enrich.profiles import Profile
+from transforms.ingest.parsing import Malformed
+from transforms.sinks.staging import rows_to_table
+from transforms.views.specs import micros
+from transforms.views.late_gate import mark_late
 
 SETTINGS = settings(max_examples=600, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -199,7 +199,7 @@ def _stream_run(db, cold, elements, watermark, **flags):
   if db is not None:
     flags.update(hot_sink='duckdb:' + db, cold_path=cold)
   # One gate shard: a sparse stream, and a shard learns the watermark only
-  # from the windows of the events it saw (`transforms/windows.py`).
+  # from the windows of the events it saw (`transforms/views/late_gate.py`).
   flags.setdefault('state_shards', 1)
   opts = options(runner='BundleBasedDirectRunner', allowed_lateness=600,
                  **flags)

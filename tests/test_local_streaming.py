@@ -8,8 +8,8 @@ from apache_beam.transforms import userstate
 
 from pipelines import local_streaming
 from tests.test_streaming import run_late_data_stream
-from transforms.windows import _LateDataGateFn
-from transforms.batched_dedup import _ExpiringDedupBatchFn
+from transforms.views.late_gate import _LateDataGateFn
+from transforms.dedup.shards import _ExpiringDedupBatchFn
 
 
 def _counting(name):

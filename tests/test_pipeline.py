@@ -8,9 +8,9 @@ from pipelines.analytics import build
 from schemas.records import RawRecord
 from tests.helpers import as_avro, as_json, envelope, options
 from transforms.batch import Batch
-from transforms.batched_dedup import DedupBatches
-from transforms.decode import DEAD_LETTERS
-from transforms.parallel_decode import DecodeTables
+from transforms.dedup.shards import DedupBatches
+from transforms.ingest.decode import DEAD_LETTERS
+from transforms.ingest.parallel_decode import DecodeTables
 
 
 class _Row(object):

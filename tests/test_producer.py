@@ -14,7 +14,7 @@ from producer.emitters import KAFKA_IDEMPOTENT_SETTINGS
 from schemas.keys import idempotency_key
 from schemas.records import Event, RawRecord
 from tests.cli import metrics, query, run_module
-from transforms.decode import decode_and_validate
+from transforms.ingest.decode import decode_and_validate
 
 FACT = dict(tenant_id='acme', source='shop', event_time='2024-03-01T10:00:00Z')
 PURCHASE = {'user_id': 'u1', 'order_id': 'o-1', 'amount_minor': 1250,

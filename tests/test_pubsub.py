@@ -146,7 +146,7 @@ def _expected(path):
   """(unique events, bad records) among the lines of a generated file."""
   from schemas.records import RawRecord
   from schemas.registry import load_registry
-  from transforms.decoding import decode_records
+  from transforms.ingest.decoding import decode_records
   with open(path, 'rb') as f:
     lines = f.read().split(b'\n')[:-1]
   decoded = decode_records([RawRecord(l, 'x') for l in lines], load_registry())

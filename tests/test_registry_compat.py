@@ -10,7 +10,7 @@ from schemas.records import Event, RawRecord, UNSUPPORTED_SCHEMA_VERSION
 from schemas.register import RegistrationError, main, register
 from schemas.registry import AVRO_DIR, Registry
 from tests.helpers import as_json, envelope
-from transforms.decode import decode_and_validate
+from transforms.ingest.decode import decode_and_validate
 
 BASE = json.load(open('%s/page_view.v1.1.avsc' % AVRO_DIR))
 

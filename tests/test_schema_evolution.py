@@ -9,8 +9,8 @@ from schemas.records import Event, SCHEMA_VIOLATION, UNSUPPORTED_SCHEMA_VERSION
 from schemas.registry import AVRO_DIR, load_registry
 from schemas.upcasters import minor_units, purchase_v1_to_v2
 from tests.helpers import as_avro, as_json, envelope
-from transforms.decode import decode_and_validate
-from transforms.decoding import decode_records
+from transforms.ingest.decode import decode_and_validate
+from transforms.ingest.decoding import decode_records
 from schemas.records import RawRecord
 
 

@@ -7,7 +7,7 @@ from schemas.records import ERROR_KINDS, ERROR_STAGES, Event
 from schemas.registry import default_registry
 from schemas.rows import dead_letter_row, event_row
 from tests.helpers import as_json, envelope
-from transforms.decode import decode_and_validate
+from transforms.ingest.decode import decode_and_validate
 from schemas.records import RawRecord
 
 

@@ -252,7 +252,7 @@ def test_api_answers_while_a_writer_commits(warehouse, server):
   _, db, _, _ = warehouse
   writer = subprocess.Popen([sys.executable, '-c', '''
 import sys, time, datetime
-from transforms.duckdb_sink import connect
+from transforms.sinks.duckdb_sink import connect
 deadline = time.time() + 6
 n = 0
 while time.time() < deadline:
@@ -377,7 +377,7 @@ def test_api_answers_while_a_streaming_run_writes(tmp_path):
   """A real streaming job (files dropped into a watched folder) commits to the
   DuckDB file while the API is asked again and again: every answer is 200 and
   the rows grow to what was dropped."""
-  from tests.test_watch import _write
+  from tests.ingest.test_watch import _write
   incoming = tmp_path / 'incoming'
   incoming.mkdir()
   db = str(tmp_path / 'w.duckdb')

@@ -47,7 +47,7 @@ def late_data_stream():
 def run_late_data_stream(**flags):
   """The whole pipeline, streaming, on `late_data_stream()`. One gate shard:
   the stream is four events, and a shard learns the watermark only from the
-  windows of the events it saw (`transforms/windows.py`)."""
+  windows of the events it saw (`transforms/views/late_gate.py`)."""
   flags.setdefault('state_shards', 1)
   opts = options(runner='BundleBasedDirectRunner', allowed_lateness=600, **flags)
   opts.view_as(StandardOptions).streaming = True

@@ -66,7 +66,7 @@ def test_sdist_contains_packages_and_schema_files(tmp_path):
   with tarfile.open(archive) as tar:
     names = {n.split('/', 1)[1] for n in tar.getnames() if '/' in n}
   for path in ('pipelines/analytics.py', 'pipelines/graph.py',
-               'transforms/decode.py', 'schemas/registry.py',
+               'transforms/ingest/decode.py', 'schemas/registry.py',
                'schemas/avro/registry.json', 'schemas/avro/envelope.avsc',
                'schemas/avro/page_view.v1.1.avsc', 'requirements.txt'):
     assert path in names, path

@@ -1,0 +1,1 @@
+"""Tests of the dedup stage (`transforms/dedup`)."""

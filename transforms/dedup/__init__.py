@@ -1,0 +1,1 @@
+"""Dedup: retries dropped by idempotency key, state sharded over the key space."""

@@ -1,0 +1,1 @@
+"""Enrich: user profiles joined from a side input or by cached lookups."""

@@ -1,0 +1,1 @@
+"""Ingest: records from the sources, batched, decoded and checked against the contract."""
