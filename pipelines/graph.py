@@ -1,27 +1,32 @@
 """The pipeline's graph: `build(pipeline, options, source=...)`.
 
-One graph for every runner and both modes. Elements are batches of records
-from the source on (`transforms/ingest/batched.py`): files are read a batch at a time, a
-stream is batched as it arrives within each bundle. Each stage meets its
-runner's needs inside itself, from the options:
+One graph for every runner and both modes, one element type per stage:
 
-* dedup (`transforms/dedup/shards.py`) splits each batch over `--state_shards` keys;
-  on bounded input a shard's keys are dropped once at the end, in a stream
-  each key expires by itself after the TTL;
-* the late-data gate (`transforms/views/late_gate.py`) marks, in a stream, each event with the
-  views it came too late for, over the same number of keys; on bounded input
-  nothing is late and it passes batches through;
+    records ---- batches of records (`transforms/ingest/batched.py`)
+      -> DecodeAndValidate: an events batch per batch of records, an Arrow
+         table (`schemas.rows.EVENT_BATCH_SCHEMA`), and dead letters
+      -> Dedup, JoinBatches -> Enrich -> LateDataGate -> EventRows -> sinks
+
+Each stage meets its runner's needs inside itself, from the options:
+
+* files are read a batch at a time; a stream is batched as it arrives,
+  within each bundle; decoding runs in a helper process too when there is
+  one local worker and the input is bounded
+  (`transforms/ingest/parallel_decode.py`);
+* dedup (`transforms/dedup/shards.py`) splits each batch over
+  `--state_shards` keys; on bounded input a shard's keys are dropped once at
+  the end, in a stream each key expires by itself after the TTL;
+* the late-data gate (`transforms/views/late_gate.py`) marks, in a stream,
+  each event with the views it came too late for, over the same number of
+  keys; on bounded input nothing is late and it passes batches through;
 * the sinks commit once at the end of bounded input, every
-  `--early_firing_s` in a stream.
+  `--early_firing_s` in a stream; the views are maintained by the hot
+  sink's commit from the events it newly stores (`transforms/views/sql.py`)
+  and the cold tier is written from what the commit stored
+  (`transforms/sinks/cold_sink.py`), so both stay exact whatever the
+  history of runs.
 
-Bounded input to DuckDB with side-input enrichment carries each batch of
-events as one `events` Arrow table from decoding on (decoded in a helper
-process when there is one local worker: `transforms/ingest/parallel_decode.py`); everything
-else carries `Batch`es of `Event`s. The views are maintained by the hot
-sink's commit from the events it newly stores (`transforms/views/sql.py`), and the cold
-tier is written from what the commit stored (`transforms/sinks/cold_sink.py`), so both stay
-exact whatever the history of runs. Where each stage lives:
-`docs/architecture.md`.
+Where each stage lives: `docs/architecture.md`.
 """
 import datetime
 
@@ -292,15 +297,16 @@ def build(pipeline, options, *, source=None, store_factory=None):
     pipeline: the `beam.Pipeline` to add the steps to.
     options: `PipelineOptions` with the `AnalyticsOptions` flags.
     source: a PCollection of raw records (bytes or `RawRecord`), or of
-      `Batch`es of them, to use instead of the configured input, for tests
-      and for embedding the pipeline.
+      `Batch`es of them (its `element_type` `transforms.batch.Batch`), to
+      use instead of the configured input, for tests and for embedding the
+      pipeline.
     store_factory: with `--enrichment lookup`, a picklable callable returning
       the profile store (default: a DuckDB store loaded from `--profiles`).
 
   Returns:
-    A dict of PCollections: `events` (enriched unique events, in batches:
-    `events` Arrow tables without `processed_at` for bounded input to
-    DuckDB with side-input enrichment, else `Batch`es of `Event`s),
+    A dict of PCollections: `events` (enriched unique events: events
+    batches, Arrow tables of `schemas.rows.EVENT_BATCH_SCHEMA`, whatever the
+    flags),
     `dead_letters` (every `DeadLetter` but the late ones, which the sink
     writes with their events), `commits` (the hot sink's commits: (table,
     staged rows, written)) and `cold_files` (the paths the cold tier's

@@ -175,3 +175,18 @@ def test_streaming_rows_are_early_until_the_watermark_passes_then_late(
   assert query(db, 'SELECT event_count, pane_timing FROM event_counts_1m') == [
       (2, 'LATE')]
   assert micros(_event(7).event_time) < (T0 + 61) * 1000000
+
+
+def test_gate_and_dedup_spread_over_eight_keys_per_worker():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from pipelines.options import state_shards
+  from transforms.views.late_gate import _shard_of
+  assert state_shards(PipelineOptions(['--max_num_workers', '10'])) == 80
+  assert state_shards(PipelineOptions(['--parallelism', '4'])) == 32
+  assert state_shards(PipelineOptions(['--direct_num_workers', '2'])) == 16
+  assert state_shards(PipelineOptions([])) == 8
+  assert state_shards(PipelineOptions(['--state_shards', '5',
+                                       '--max_num_workers', '10'])) == 5
+  # Batches of a stream land on (nearly) every shard, not on one key.
+  keys = {_shard_of(_batch([_event(i, 'u%d' % i)]), 16)[0] for i in range(200)}
+  assert len(keys) >= 14 and keys <= set(range(16))
