@@ -172,8 +172,8 @@ def main(argv=None):
   for step, ms in steps.items():
     by_stage[stage_of(step)] += ms / 1000.0
   for stage in list(_STAGES) + ['other']:
-    if stage in by_stage:
-      print('  %-15s %8.1f CPU s per million records' % (
+    if steps and (stage in by_stage or stage != 'other'):
+      print('  %-15s %8.1f CPU s per million records (sampled)' % (
           stage, by_stage[stage] * per_million))
   if steps:
     print('  %-15s %8.1f CPU s per million records (the runner itself)' % (
