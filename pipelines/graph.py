@@ -43,7 +43,7 @@ from transforms.dedup import shards as batched_dedup
 from transforms.event_batches import with_processed_at
 from transforms.sinks.cold_sink import COLD_FILES
 from transforms.sinks.dead_letters import CollectDeadLetters
-from transforms.ingest.decode import DEAD_LETTERS
+from transforms.ingest.decode import DEAD_LETTER_TAG
 from transforms.sinks.bigquery_sink import WriteToBigQueryWarehouse
 from transforms.sinks.duckdb_sink import WriteToDuckDB
 from transforms.enrich.side_input import EnrichFromSideInput, ReadProfiles
@@ -251,7 +251,7 @@ def _stages(pipeline, options, source, store_factory):
       opts.read_batch_size, pa.Table)
   events, letters, tallies = _enrich(pipeline, opts, unique, store_factory)
   events, floors = _gate(events, options)
-  return (events, (decoded[DEAD_LETTERS],) + letters, _event_rows(opts, events),
+  return (events, (decoded[DEAD_LETTER_TAG],) + letters, _event_rows(opts, events),
           floors, (decoded[TALLIES], deduped[TALLIES]) + tallies)
 
 
@@ -281,7 +281,7 @@ def sinks(options, staged, streaming):
                  | 'BatchDeadLetterRows' >> beam.BatchElements(
                      min_batch_size=1, max_batch_size=opts.batch_size))
   rows = {tables.EVENTS.name: event_rows,
-          tables.DEAD_LETTERS.name: letter_rows, 'floors': floors,
+          tables.DEAD_LETTER_TAG.name: letter_rows, 'floors': floors,
           # Every step's counts, as data: the commit adds them to
           # pipeline_metrics.
           'tallies': (tallies + (collected[TALLIES],)) | 'Tallies' >> beam.Flatten()}

@@ -190,8 +190,8 @@ class AnalyticsOptions(PipelineOptions):
         'least 8. Default: 0.')
     parser.add_argument(
         '--read_batch_size', type=int, default=5000,
-        help='Records per element on the batched path (in streaming, at most '
-        'per micro-batch). Default: 5000.')
+        help='Records per batch read from files (in a stream, at most per '
+        'batch of arriving records). Default: 5000.')
     parser.add_argument(
         '--batch_size', type=int, default=50000,
         help='Rows per staging file written to the hot warehouse at most. '

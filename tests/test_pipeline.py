@@ -9,7 +9,7 @@ from schemas.records import RawRecord
 from tests.helpers import as_avro, as_json, envelope, options
 from transforms.batch import Batch
 from transforms.dedup.shards import DedupBatches
-from transforms.ingest.decode import DEAD_LETTERS
+from transforms.ingest.decode import DEAD_LETTER_TAG
 from transforms.ingest.parallel_decode import DecodeTables
 
 
@@ -26,7 +26,7 @@ def _decoded(p, raw, label='Records'):
   out = (p | label >> beam.Create([Batch(raw[i:i + 3])
                                    for i in range(0, len(raw), 3)])
          | DecodeTables())
-  return out.events, out[DEAD_LETTERS]
+  return out.events, out[DEAD_LETTER_TAG]
 
 
 def _each(batches, label='Each'):

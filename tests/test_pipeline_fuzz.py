@@ -1,7 +1,7 @@
 """Property test over the whole pipeline: generated mixes of valid events,
 retries, truncated and mutated JSON and Avro records, random bytes, deep nesting,
-huge numbers, strange Unicode and wrong types go through the real graph (both
-representations: Arrow tables, and `Batch`es of events through lookups) into a real DuckDB file and cold store, and every record ends
+huge numbers, strange Unicode and wrong types go through the real graph (side-input
+and lookup enrichment) into a real DuckDB file and cold store, and every record ends
 in exactly one place: records = events rows + duplicates + dead letters."""
 import json
 import os
@@ -87,13 +87,13 @@ def _profiles(folder):
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(records(), min_size=1, max_size=60),
-       st.sampled_from(['duckdb', 'batches']))
+       st.sampled_from(['side_input', 'lookup']))
 def test_every_record_ends_in_exactly_one_place(tmp_path_factory, batch, shape):
   folder = tmp_path_factory.mktemp('fuzz-%s' % uuid.uuid4().hex[:6])
   db = str(folder / 'w.duckdb')
-  # 'batches': events as `Batch`es of `Event`s (what a stream, the BigQuery
-  # sink or lookups carry), here through lookups on the profiles table.
-  flags = {} if shape == 'duckdb' else {'enrichment': 'lookup',
+  # 'lookup': the events batches through Beam's Enrichment (lookups in the
+  # profiles table) instead of the side input.
+  flags = {} if shape == 'side_input' else {'enrichment': 'lookup',
                                         'profiles': _profiles(folder)}
   opts = options(hot_sink='duckdb:' + db, cold_path=str(folder / 'cold'),
                  **flags)

@@ -1,7 +1,6 @@
 """The whole pipeline in streaming mode with TestStream: rows in both tiers, a
-late pane replacing a row, a too-late event kept in events and dead-lettered;
-micro-batched (the local runner's default) and per record (as on Dataflow and
-Flink), with the same tables."""
+late pane replacing a row, a too-late event kept in events and dead-lettered,
+on the graph every runner runs."""
 import datetime
 import glob
 import os

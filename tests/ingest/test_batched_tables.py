@@ -24,7 +24,7 @@ from transforms.dedup import shards as batched_dedup
 from transforms import event_batches as batched_tables
 from transforms.ingest import parallel_decode
 from transforms.views.specs import micros
-from transforms.ingest.decode import DEAD_LETTERS
+from transforms.ingest.decode import DEAD_LETTER_TAG
 from transforms.tallies import TALLIES
 from transforms.ingest.decoding import NOT_PROCESSED, decode_records
 from transforms.enrich.side_input import apply_profile
@@ -120,7 +120,7 @@ def _run_fn(fn, batches):
     if getattr(item, 'tag', None) == TALLIES:  # the bundle's counts
       continue
     if hasattr(item, 'tag'):
-      assert item.tag == DEAD_LETTERS
+      assert item.tag == DEAD_LETTER_TAG
       flat.append(('letter', item.value.value))
     else:
       assert isinstance(item, WindowedValue)

@@ -26,7 +26,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.registry import load_registry
 from transforms import counters
-from transforms.ingest.decode import DEAD_LETTERS
+from transforms.ingest.decode import DEAD_LETTER_TAG
 from transforms.batch import Batch
 from transforms.ingest.sources import read_file_records
 from transforms.tallies import Tally
@@ -124,7 +124,7 @@ def decoded_outputs(decoded, wrap=lambda value: value):
   then its events (a `Batch`, or the Arrow table) if any, each through
   `wrap`."""
   for letter in decoded.letters:
-    yield beam.pvalue.TaggedOutput(DEAD_LETTERS, wrap(letter))
+    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, wrap(letter))
   events = decoded.events
   if len(events):
     yield wrap(Batch(events) if isinstance(events, list) else events)

@@ -1,9 +1,11 @@
 """The decode step's names: `decode_and_validate` (one record, Beam-free, in
-`transforms/ingest/decoding.py`) and the `dead_letters` output tag. The step itself decodes
-batches (`batched.DecodeBatches`, `parallel_decode.DecodeTables`).
+`decoding.py`) and the tag of its dead-letter output. The step itself decodes
+batches of records to events batches (`parallel_decode.DecodeTables`).
 """
 from transforms.ingest.decoding import as_raw_record, decode_and_validate
 
-__all__ = ['decode_and_validate', 'as_raw_record', 'DEAD_LETTERS']
+__all__ = ['decode_and_validate', 'as_raw_record', 'DEAD_LETTER_TAG']
 
-DEAD_LETTERS = 'dead_letters'
+# The decode step's output tag of its dead letters (not the counter
+# `counters.DEAD_LETTERS`, nor the table `tables.DEAD_LETTERS`).
+DEAD_LETTER_TAG = 'dead_letters'

@@ -33,7 +33,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from schemas.registry import load_registry
 from transforms.ingest.batched import (DecodeCounters, decoded_outputs,
                                 raise_gc_thresholds)
-from transforms.ingest.decode import DEAD_LETTERS
+from transforms.ingest.decode import DEAD_LETTER_TAG
 from transforms.ingest.decoding import decode_table
 from transforms.tallies import TALLIES
 
@@ -158,4 +158,4 @@ class DecodeTables(beam.PTransform):
   def expand(self, batches):
     return batches | 'DecodeValidate' >> beam.ParDo(
         _DecodeTablesFn(self._registry_path, self._helper)).with_output_types(
-            pa.Table).with_outputs(DEAD_LETTERS, TALLIES, main='events')
+            pa.Table).with_outputs(DEAD_LETTER_TAG, TALLIES, main='events')
