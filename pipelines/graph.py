@@ -281,7 +281,7 @@ def sinks(options, staged, streaming):
                  | 'BatchDeadLetterRows' >> beam.BatchElements(
                      min_batch_size=1, max_batch_size=opts.batch_size))
   rows = {tables.EVENTS.name: event_rows,
-          tables.DEAD_LETTER_TAG.name: letter_rows, 'floors': floors,
+          tables.DEAD_LETTERS.name: letter_rows, 'floors': floors,
           # Every step's counts, as data: the commit adds them to
           # pipeline_metrics.
           'tallies': (tallies + (collected[TALLIES],)) | 'Tallies' >> beam.Flatten()}
