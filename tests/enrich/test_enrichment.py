@@ -175,7 +175,8 @@ def test_redis_ttl_expiry_goes_back_to_the_store(redis_server):
 def test_in_process_cache_ttl_expiry():
   store = CountingStore()
   handler = _handler(store, cache_ttl_s=0.2)
-  _ask(handler)
+  # A batch with two events of one user: one lookup, not one per event.
+  assert _ask(handler)[2] == {'cache_misses': 1, 'store_calls': 1}
   _ask(handler)
   assert store.calls == 1
   time.sleep(0.25)
