@@ -274,7 +274,8 @@ def lookup_settings(opts):
                         opts.lookup_backoff_max_s, opts.lookup_backoff_multiplier),
       breaker_threshold=opts.breaker_threshold,
       breaker_reset_s=opts.breaker_reset_s,
-      fallback=opts.enrichment_fallback == 'unknown')
+      fallback=opts.enrichment_fallback == 'unknown',
+      batch_size=opts.read_batch_size)
 
 
 # The groups `--help` lists the flags in; every flag is in one (a test checks).

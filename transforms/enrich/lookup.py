@@ -15,9 +15,9 @@ front of the store:
    `enrichment_failed` dead letter instead.
 
 Each request is an events batch (an Arrow table), whose distinct users are
-looked up once each. The handler runs inside Beam's request thread, where Beam metrics cannot be
-incremented, so each answer carries its counter increments and the step after
-`Enrichment` counts them.
+looked up once each. The handler runs inside Beam's request thread, where
+Beam metrics cannot be incremented, so each answer carries its counter
+increments and the step after `Enrichment` counts them.
 """
 import collections
 import json
@@ -59,17 +59,18 @@ class LookupSettings(NamedTuple):
   breaker_threshold: int = 5
   breaker_reset_s: float = 30.0
   fallback: bool = True
+  batch_size: int = 5000  # events per batch at most (`--read_batch_size`)
 
   def call_budget_s(self) -> float:
     """The longest one lookup may take (timeouts plus backoff)."""
     return ((self.retry.max_retries + 1) * self.lookup_timeout_s
             + sum(self.retry.delays()) + 5.0)
 
-  def batch_budget_s(self, distinct_users=5000) -> float:
+  def batch_budget_s(self) -> float:
     """The longest one handler call (a batch) may take: its failed lookups
     until the breaker opens, and a timeout for every other user."""
     return (self.breaker_threshold * self.call_budget_s()
-            + distinct_users * self.lookup_timeout_s)
+            + self.batch_size * self.lookup_timeout_s)
 
 
 class SafeRedisCache(object):
