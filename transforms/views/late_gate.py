@@ -1,7 +1,7 @@
 """`LateDataGate`: the windowing policy's one decision made in Beam.
 
 The views are maintained by the hot sink's commit from the events it newly
-stores (`transforms/views/sql.py`), so they stay exact whatever the history of runs.
+stores (`sql.py`), so they stay exact whatever the history of runs.
 What Beam still decides, with its watermark and the allowed lateness, is
 which events came too late for a view: the gate keeps a floor of the
 watermark (event-time timers set at each window's end, and at its end + the
@@ -9,7 +9,7 @@ allowed lateness, fire when the watermark passes them; the fired time is the
 floor), and an event whose earliest window of a view ended more than the
 allowed lateness before the floor is too late for that view. The event gets
 `missed_views` (the views that never count it) and one `late_event` dead
-letter naming them (`Event.late_letter`); it is still stored in `events` in
+letter naming them (the row's `late_letter`); it is still stored in `events` in
 both tiers. The sink writes the letter only if it stores the event, in the
 same transaction, so a letter exists exactly for a stored event that some
 view does not count (contract sections 2 and 4).
@@ -73,12 +73,6 @@ def missed_views(event, floor_us, lateness_s):
   """The names of the views `event` is too late for, the watermark being at
   least `floor_us`: its earliest window ended + `lateness_s` at or before it."""
   return _missed_at(micros(event.event_time), floor_us, lateness_s)
-
-
-def window_ends(event, lateness_s):
-  """The times the gate needs its timers at for `event`: each view's windows'
-  ends (to report the watermark) and ends + lateness (to learn the floor)."""
-  return _window_ends_at(micros(event.event_time), lateness_s)
 
 
 def late_letter(event, missed, lateness_s, floor_us):
@@ -145,6 +139,9 @@ def _missed_at(t_us, floor_us, lateness_s):
 
 
 def _window_ends_at(t_us, lateness_s):
+  """The times the gate needs its timers at for an event at `t_us`: each
+  view's windows' ends (to report the watermark) and ends + lateness (to
+  learn the floor)."""
   ends = set()
   for spec in VIEWS:
     for start in window_starts(t_us, spec.size_s, spec.period_s):
