@@ -1,14 +1,11 @@
-"""The batched path's events as Arrow tables: dedup, enrichment, row time.
+"""Events batches by their columns: shard split, dedup, profiles, row time.
 
-With the DuckDB sink (and side-input enrichment) the batched path needs each
-event only as a row of its `events` table: the views, the staging files and
-the cold pieces all read that table. So here decoding makes the table
-(`decoding.decode_table`), and dedup, enrichment and `processed_at` work on
-its columns (`table_shards`, `first_copies`, `enrich_table`,
-`with_processed_at`): the same rows as the `Event` lists of `transforms/ingest/batched.py`
-(a test compares the two on a corpus with every kind of bad record).
-
-Decoding to tables, in a helper process too, is `transforms/ingest/parallel_decode.py`.
+Events travel between the stages as events batches, one Arrow table each
+(`schemas.rows.EVENT_BATCH_SCHEMA`), made by decoding
+(`ingest/decoding.decode_table`). Dedup, enrichment and the row time work
+on their columns here (`table_shards`, `first_copies`, `enrich_table`,
+`with_processed_at`); the tests compare each with the same step over
+`Event`s in plain Python.
 """
 import datetime
 

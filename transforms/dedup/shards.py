@@ -86,7 +86,7 @@ class KeySet(CacheAware):
 class _DedupBatchFn(beam.DoFn):
   """One shard of the key space: drops keys seen within the TTL (event time).
 
-  Bounded input only (the batched path): there the watermark passes the end
+  Bounded input only: there the watermark passes the end
   of time once all input is read, so every key's expiry (event time + TTL)
   passes at the same moment, and no key expires earlier. One timer per shard
   at the latest expiry therefore clears the shard in one firing, with the
@@ -230,9 +230,8 @@ class _ExpiringDedupBatchFn(beam.DoFn):
   TTL (at most one `expiry_step_us` later), by one timer per shard at its
   earliest expiry.
 
-  A copy arriving after that counts as new, as with the per-record
-  `DedupByIdempotencyKey`; the `events` table's primary key still keeps one
-  row (the sink counts it as already stored)."""
+  A copy arriving after that counts as new; the `events` table's primary
+  key still keeps one row (the sink counts it as already stored)."""
 
   SEEN = ReadModifyWriteStateSpec('seen', PickleCoder())
   EXPIRY = TimerSpec('expiry', TimeDomain.WATERMARK)

@@ -3,10 +3,10 @@
 `decode_and_validate` runs the contract's checks on one record (blank,
 `oversized`, `malformed`, then `validate`); `decode_records` on a batch,
 with its counts; `decode_table` the same with the events as one Arrow
-table, the task the decode helper process runs (`transforms/ingest/parallel_decode.py`).
-Nothing here needs the SDK, so every caller (the per-record and batched
-steps, the helper, the plain job of the throughput benchmark) runs the same
-code.
+table, the task the decode helper process runs (`parallel_decode.py`).
+Nothing here needs the SDK, so every caller (the decode step, its helper
+process, the replay job, the plain job of the throughput benchmark) runs the
+same code.
 """
 import datetime
 from typing import List, NamedTuple, Optional, Tuple, Union

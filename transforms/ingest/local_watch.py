@@ -7,7 +7,7 @@ BundleBasedDirectRunner cannot run the splittable DoFn under it). Locally,
 `--input_watch` therefore feeds a TestStream from a `TestStreamServiceController`
 (Beam's gRPC test-stream service) whose reader polls the pattern:
 
-* each new file's records arrive as elements (or, micro-batched, as `Batch`es
+* each new file's records arrive as elements (or, with a batch size, as `Batch`es
   of records), stamped with the time they were read;
 * then the watermark advances to the wall clock, and processing time by the poll
   interval (which fires the sinks' commit triggers).
@@ -117,7 +117,7 @@ class LocalFileWatch(beam.PTransform):
     interval_s: seconds between looks.
     duration_s: stop after this many seconds (None: until the job is killed).
     registry_path: the schema registry that frames Avro container records.
-    batch_size: records per element, as `Batch`es (micro-batches); None:
+    batch_size: records per element, as `Batch`es; None:
       one record per element.
   """
 
