@@ -190,3 +190,23 @@ def test_gate_and_dedup_spread_over_eight_keys_per_worker():
   # Batches of a stream land on (nearly) every shard, not on one key.
   keys = {_shard_of(_batch([_event(i, 'u%d' % i)]), 16)[0] for i in range(200)}
   assert len(keys) >= 14 and keys <= set(range(16))
+
+
+def test_a_shard_that_saw_no_event_knows_the_watermark_from_its_primer():
+  """Eight shards, a stream whose watermark follows the wall clock: a first
+  event two hours old, on whichever shard, is too late for every view,
+  because each shard's timer loop starts at the job's start."""
+  import time
+  now = int(time.time())
+  old = _event(now - 7200 - T0, 'u-old')
+  stream = (TestStream()
+            .advance_watermark_to(now + 1)
+            .add_elements([beam.window.TimestampedValue(_batch([old]), now + 1)])
+            .advance_watermark_to_infinity())
+  with TestPipeline(options=_streaming()) as p:
+    gated = p | stream | LateDataGate(ViewPolicy(allowed_lateness_s=LATENESS),
+                                      shards=8)
+    assert_that(gated['events'] | beam.FlatMap(lambda t: [
+        tuple(m) for m in t.column('missed_views').to_pylist()]),
+        equal_to([('user_activity_hourly', 'event_counts_1m',
+                   'active_users_15m')]))

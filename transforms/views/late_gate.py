@@ -35,6 +35,7 @@ let through that one key would have marked. The sink takes the highest
 floor any shard reported.
 """
 import datetime
+import time
 from typing import NamedTuple, Tuple
 
 import apache_beam as beam
@@ -48,7 +49,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from schemas.keys import key_shard
 from schemas.records import DeadLetter, LATE_EVENT
-from schemas.rows import late_letter_row_json
+from schemas.rows import EVENT_BATCH_SCHEMA, late_letter_row_json
 from transforms.views.specs import VIEWS, from_micros, micros, window_starts
 
 __all__ = ['LateDataGate', 'ViewPolicy', 'FLOORS', 'missed_views',
@@ -157,13 +158,28 @@ def _late_message(missed, lateness_s, floor_us):
                                  from_micros(floor_us).isoformat()))
 
 
+_TICK_US = 60 * 1000000  # every window starts and ends on a whole minute
+
+
+def _wall_clock_us():
+  return int(time.time() * 1000000)
+
+
 class _LateDataGateFn(beam.DoFn):
   """(shard, events batch) in; the same rows, each marked with the
   views it missed, out; the shard's floor on `floors` at each timer.
 
-  One state cell holds (floor, pending window ends), written only when it
-  changes: every write costs the SDK harness's state cache a size
-  measurement (about 1 ms here, `docs/benchmarks.md`)."""
+  One state cell holds (floor, pending timer times, loop start), written
+  only when it changes: every write costs the SDK harness's state cache a
+  size measurement (about 1 ms here, `docs/benchmarks.md`).
+
+  An empty batch primes the shard at the job's start: from the minute it
+  arrives in (wall clock) the shard's timer loops, a minute at a time, while
+  the next minute is not ahead of the wall clock, so every shard learns the
+  watermark within its lag and a minute, whether it has seen events or not.
+  Bounded by the wall clock, the loop stops once the watermark passes it
+  (the end of a bounded input); it never walks the event time of a backfill.
+  """
 
   STATE = ReadModifyWriteStateSpec('floor_and_ends', PickleCoder())
   TICK = TimerSpec('tick', TimeDomain.WATERMARK)
@@ -175,26 +191,37 @@ class _LateDataGateFn(beam.DoFn):
   def process(self, element, state=beam.DoFn.StateParam(STATE),
               tick=beam.DoFn.TimerParam(TICK)):
     _, table = element
-    floor_us, pending = state.read() or (_NO_FLOOR, ())
-    marked, ends = mark_late_table(
-        table, floor_us, self._lateness_s,
-        datetime.datetime.now(datetime.timezone.utc), self._mask_fields)
-    ends = tuple(sorted(ends.union(pending)))
-    ends = tuple(end for end in ends if end > floor_us)
-    if ends != tuple(pending):
-      state.write((floor_us, ends))
+    floor_us, pending, loop_from = state.read() or (_NO_FLOOR, (), None)
+    if not table.num_rows:  # the shard's primer
+      now = _wall_clock_us()
+      loop_from = now - now % _TICK_US
+      ends = {max(loop_from, floor_us - floor_us % _TICK_US + _TICK_US)}
+      marked = None
+    else:
+      marked, ends = mark_late_table(
+          table, floor_us, self._lateness_s,
+          datetime.datetime.now(datetime.timezone.utc), self._mask_fields)
+    ends = tuple(end for end in sorted(ends.union(pending)) if end > floor_us)
+    if ends != tuple(pending) or marked is None:
+      state.write((floor_us, ends, loop_from))
       if ends and (not pending or ends[0] != pending[0]):
         tick.set(Timestamp(micros=ends[0]))
-    yield marked
+    if marked is not None:
+      yield marked
 
   @on_timer(TICK)
   def on_tick(self, fired=beam.DoFn.TimestampParam,
               state=beam.DoFn.StateParam(STATE),
               tick=beam.DoFn.TimerParam(TICK)):
-    floor_us, pending = state.read() or (_NO_FLOOR, ())
+    floor_us, pending, loop_from = state.read() or (_NO_FLOOR, (), None)
     floor_us = max(fired.micros, floor_us)
-    rest = tuple(end for end in pending if end > floor_us)
-    state.write((floor_us, rest))
+    rest = set(end for end in pending if end > floor_us)
+    if loop_from is not None and floor_us >= loop_from:
+      following = floor_us - floor_us % _TICK_US + _TICK_US
+      if following <= _wall_clock_us() + _TICK_US:
+        rest.add(following)
+    rest = tuple(sorted(rest))
+    state.write((floor_us, rest, loop_from))
     if rest:
       tick.set(Timestamp(micros=rest[0]))
     yield beam.pvalue.TaggedOutput(FLOORS, floor_us)
@@ -235,11 +262,18 @@ class LateDataGate(beam.PTransform):
     if not self._streaming:
       return {'events': events, FLOORS: events | 'NoFloors' >> beam.FlatMap(
           lambda _: ()).with_output_types(int)}
+    keyed = (events
+             | 'SkipEmpty' >> beam.Filter(lambda table: table.num_rows)
+             | 'ShardForGate' >> beam.Map(
+                 _shard_of, self._shards).with_output_types(Tuple[int, pa.Table]))
+    # One empty batch per shard starts its timer loop (see _LateDataGateFn).
+    primers = events.pipeline | 'PrimeShards' >> beam.Create(
+        [(shard, EVENT_BATCH_SCHEMA.empty_table())
+         for shard in range(self._shards)]).with_output_types(
+             Tuple[int, pa.Table])
     gated = (
-        events
-        | 'SkipEmpty' >> beam.Filter(lambda table: table.num_rows)
-        | 'ShardForGate' >> beam.Map(_shard_of, self._shards).with_output_types(
-            Tuple[int, pa.Table])
+        (keyed, primers)
+        | 'WithPrimers' >> beam.Flatten()
         | 'Gate' >> beam.ParDo(_LateDataGateFn(
             self._policy.allowed_lateness_s,
             self._mask_fields)).with_output_types(pa.Table).with_outputs(
