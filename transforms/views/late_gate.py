@@ -28,11 +28,14 @@ key), so the gate's state and work spread over the workers. Every shard
 learns the watermark from its own timers, set at the window ends (and ends +
 lateness) of the events it saw, so a shard's floor is a lower bound of the
 watermark, as the one key's was: an event the gate lets through counts in
-the views, and the views stay exact either way. A shard that has seen no
-event of a window since the job started does not know when the watermark
-passed it: in a sparse stream (or just after a restart) an event can be
-let through that one key would have marked. The sink takes the highest
-floor any shard reported.
+the views, and the views stay exact either way. So that a shard that has
+seen no event knows the watermark too, each shard is primed with an empty
+batch at the job's start and from then on its timer also fires every
+minute of the wall clock the watermark passes. What a shard cannot know is
+the watermark before its first timer fires (the job's first seconds) or,
+in a stream whose watermark is far behind the wall clock (a backfill), the
+windows it has not seen: there it lets through an event one key would have
+marked. The sink takes the highest floor any shard reported.
 """
 import datetime
 import time
