@@ -39,7 +39,8 @@ _FILE_ROWS = 500000
 _COMMIT = '''
 import json, sys, threading, time
 sys.path.insert(0, sys.argv[1])
-from transforms.sinks.duckdb_sink import commit_staged, connect
+from transforms.sinks.duckdb_connection import connect  # noqa: E402
+from transforms.sinks.duckdb_sink import commit_staged
 peak = [0]
 def rss():
   with open('/proc/self/status') as f:

@@ -14,7 +14,7 @@ from schemas.records import DeadLetter
 from schemas.rows import dead_letter_row, event_row
 from transforms.sinks.cold_sink import partition_of
 from transforms.ingest.decode import decode_and_validate
-from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.duckdb_connection import connect
 from transforms.enrich.side_input import apply_profile
 from transforms.enrich.profiles import newest_profiles
 from transforms.ingest.sources import read_file_records

@@ -28,7 +28,7 @@ import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import StandardOptions  # noqa: E402
 
 from pipelines import dlq, local_streaming, summary  # noqa: E402
-from transforms.sinks import bigquery_sink  # noqa: E402
+from transforms.sinks import bigquery_runs  # noqa: E402
 from pipelines.graph import (build, is_local, new_run_id, runs_here,  # noqa: E402
                              utcnow)
 from pipelines.checks import run_command  # noqa: E402
@@ -65,7 +65,7 @@ def run(argv=None) -> dict:
 def _record(hot, opts, run_id, counts):
   """Writes a run's counters to the hot warehouse's `pipeline_metrics`."""
   if hot.kind == 'bigquery':
-    bigquery_sink.write_metrics(hot.project, hot.dataset, opts.bigquery_endpoint,
+    bigquery_runs.write_metrics(hot.project, hot.dataset, opts.bigquery_endpoint,
                                 run_id, counts, utcnow())
   else:
     summary.write_metrics(hot.target, run_id, counts, utcnow())
@@ -114,9 +114,9 @@ def _run_pipeline(options, run_id, hot, started):
   # The run's counts as its commits wrote them (on every runner the
   # pipeline records them itself; here the launcher reads them back).
   if hot.kind == 'bigquery':
-    counts = summary.counts_from(bigquery_sink.read_metrics(
+    counts = summary.counts_from(bigquery_runs.read_metrics(
         hot.project, hot.dataset, opts.bigquery_endpoint, run_id))
-    waiting = bigquery_sink.depth(hot.project, hot.dataset, opts.bigquery_endpoint)
+    waiting = bigquery_runs.depth(hot.project, hot.dataset, opts.bigquery_endpoint)
   else:
     counts = summary.stored_counters(hot.target, run_id)
     waiting = dlq.depth(hot.target)

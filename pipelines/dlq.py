@@ -14,7 +14,7 @@ from typing import Dict, List
 from schemas.records import ERROR_KINDS
 from pipelines.checks import CommandFailure
 from transforms import counters
-from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.duckdb_connection import connect
 
 __all__ = ['depth', 'dlq_metrics', 'alerts', 'DeadLetterAlert']
 

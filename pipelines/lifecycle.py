@@ -30,8 +30,8 @@ from schemas.keys import key_shard
 from transforms.sinks.cold_sink import (cold_file_path, keys_digest, partition_of,
                                   write_cold_file)
 from transforms.sinks.cold_sink import export_outbox
-from transforms.sinks.duckdb_sink import (connect, drain_outbox, read_outbox,
-                                    staging_dir_of)
+from transforms.sinks.duckdb_connection import connect, staging_dir_of
+from transforms.sinks.duckdb_sink import drain_outbox, read_outbox
 from transforms.sinks.staging import rows_to_table
 from transforms.ingest.timestamps import parse_rfc3339
 

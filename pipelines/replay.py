@@ -39,7 +39,7 @@ from schemas.registry import load_registry
 from schemas.rows import REPLAY_ORIGIN, raw_bytes
 from transforms import counters
 from transforms.ingest.decode import decode_and_validate
-from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.duckdb_connection import connect
 from transforms.sinks.repairs import REPAIRS, apply_repairs
 from transforms.ingest.timestamps import parse_rfc3339
 

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from schemas import tables
-from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.duckdb_connection import connect
 
 __all__ = ['main']
 

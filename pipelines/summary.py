@@ -8,7 +8,7 @@ from apache_beam.metrics.monitoring_infos import extract_metric_result_map_value
 
 from schemas.records import ERROR_KINDS
 from transforms import counters
-from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.duckdb_connection import connect
 
 __all__ = ['read_counters', 'stored_counters', 'counts_from', 'write_metrics',
            'format_summary', 'step_times', 'format_step_times', 'run_outcome',

@@ -27,7 +27,7 @@ import sys
 
 import duckdb
 
-from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.duckdb_connection import connect
 
 __all__ = ['reconcile', 'view_mismatches', 'main', 'VIEW_VALUES']
 

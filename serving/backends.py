@@ -15,7 +15,7 @@ import os
 
 import duckdb
 
-from transforms.sinks.duckdb_sink import open_with_retry
+from transforms.sinks.duckdb_connection import open_with_retry
 from transforms.enrich.stores import bigquery_client
 
 __all__ = ['HotDuckDB', 'HotBigQuery', 'ColdParquet', 'Unavailable', 'DERIVED']

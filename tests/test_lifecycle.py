@@ -6,7 +6,7 @@ import pytest
 
 from pipelines import lifecycle
 from pipelines.lifecycle import STAGING_FOLDER
-from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.duckdb_connection import connect
 
 NOW = datetime.datetime(2026, 11, 27, 12, tzinfo=datetime.timezone.utc)
 

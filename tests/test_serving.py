@@ -252,7 +252,7 @@ def test_api_answers_while_a_writer_commits(warehouse, server):
   _, db, _, _ = warehouse
   writer = subprocess.Popen([sys.executable, '-c', '''
 import sys, time, datetime
-from transforms.sinks.duckdb_sink import connect
+from transforms.sinks.duckdb_connection import connect
 deadline = time.time() + 6
 n = 0
 while time.time() < deadline:

@@ -72,7 +72,7 @@ class HeldInDuckDB(object):
   def __call__(self, keys, origins):
     # A plain connection (the commit's settings, no DDL): the tables exist
     # once a commit made them, and until then the check fails and waits.
-    from transforms.sinks.duckdb_sink import open_with_retry
+    from transforms.sinks.duckdb_connection import open_with_retry
     con = open_with_retry(self._db_path)
     try:
       held = {('key', k) for (k,) in con.execute(

@@ -19,7 +19,6 @@ staging files are removed only after the commit).
 import datetime
 import logging
 import os
-import time
 import uuid
 
 import apache_beam as beam
@@ -36,13 +35,14 @@ from transforms.sinks.duckdb_memory import (MEMORY_LIMIT_PATTERN, commit_memory_
                                       out_of_memory)
 from transforms.tallies import apply_tallies
 from transforms.sinks.cold_sink import COLD_FILES, export_outbox
+from transforms.sinks.duckdb_connection import connect, staging_dir_of
 from transforms.sinks.files import remove_empty_local_folders
 from transforms.sinks.staging import (CommitCounters, commit_counts, count_staged,
                                 split_markers, stage_and_commit, staged_table,
                                 staged_tally, write_staging_file)
 
-__all__ = ['WriteToDuckDB', 'connect', 'commit_staged', 'open_with_retry',
-           'commit_memory_limit', 'staging_dir_of', 'MEMORY_LIMIT_PATTERN',
+__all__ = ['WriteToDuckDB', 'commit_staged',
+           'commit_memory_limit', 'MEMORY_LIMIT_PATTERN',
            'read_outbox', 'drain_outbox', 'new_commit_id', 'NO_FLOOR']
 
 _COMMIT_KEY = 'commit'
@@ -54,49 +54,6 @@ def _rollback(con, error):
     con.execute('ROLLBACK')
   except duckdb.Error as refused:
     logging.warning('DuckDB could not roll back after %r: %s', error, refused)
-
-
-def staging_dir_of(db_path: str) -> str:
-  """Where the sink stages a warehouse's rows unless told otherwise."""
-  return db_path + '.staging'
-
-
-def open_with_retry(path: str, read_only: bool = False, wait_s: float = 30.0,
-                    sleep=time.sleep):
-  """`duckdb.connect`, waiting while another process holds the file's lock.
-
-  DuckDB lets one process write a file, and no other process open it while it
-  does. The writer (the commit step) and the readers (the serving layer, the
-  tools) each hold it only for one short transaction, so waiting a little
-  resolves a conflict; after `wait_s` the lock error is raised.
-  """
-  deadline = time.monotonic() + wait_s
-  delay = 0.01
-  while True:
-    try:
-      return duckdb.connect(path, read_only=read_only)
-    except duckdb.IOException as e:
-      if 'lock' not in str(e).lower() or time.monotonic() >= deadline:
-        raise
-      sleep(delay)
-      delay = min(delay * 2, 0.25)
-
-
-def connect(path: str, read_only: bool = False):
-  """A DuckDB connection in UTC with every contract table created if missing."""
-  con = open_with_retry(path, read_only=read_only)
-  con.execute("SET TimeZone = 'UTC'")
-  if not read_only:
-    for table in list(tables.TABLES.values()) + list(
-        tables.INTERNAL_TABLES.values()):
-      con.execute(tables.duckdb_ddl(table))
-    # Warehouses made before the replay job, message sources and the
-    # late-data column lack these.
-    for column in ('replayed_at TIMESTAMP', 'attributes VARCHAR'):
-      con.execute('ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS ' + column)
-    con.execute('ALTER TABLE events ADD COLUMN IF NOT EXISTS missed_views '
-                'VARCHAR[] DEFAULT []')
-  return con
 
 
 def _select_list(table):
