@@ -52,7 +52,7 @@ __all__ = ['main', 'stage_of']
 _STAGES = collections.OrderedDict([
     ('ingest', ('ReadInput', 'BatchInput', 'DecodeAndValidate')),
     ('dedup', ('Dedup', 'JoinBatches')),
-    ('enrich', ('Enrich', 'ReadProfiles', 'Unbatch', 'Rebatch')),
+    ('enrich', ('Enrich', 'ReadProfiles')),
     ('late-data gate', ('LateDataGate',)),
     ('sinks', ('EventRows', 'DeadLetters', 'DeadLetterRows',
                'BatchDeadLetterRows', 'Tallies', 'WriteHot')),

@@ -168,13 +168,12 @@ def _source(pipeline, opts, batch_size=None):
   return pipeline | 'ReadInput' >> ReadRecords(opts.input, opts.registry)
 
 
-def _as_batches(elements, size, labels=('BatchInput', 'AsBatch')):
+def _as_batches(elements, size):
   """Elements (records from an injected or message source, or events) as
   `Batch`es of at most `size`, each stamped with its latest element's
   timestamp (its arrival: streaming dedup keeps a key for the TTL from
   there)."""
-  gather, _ = labels
-  return elements | gather >> batched.BatchByArrival(size)
+  return elements | 'BatchInput' >> batched.BatchByArrival(size)
 
 
 def _record_batches(pipeline, options, source):
@@ -248,7 +247,7 @@ def _stages(pipeline, options, source, store_factory):
   deduped = decoded.events | 'Dedup' >> batched_dedup.DedupBatches(
       opts.dedup_ttl, streaming=streaming, shards=state_shards(options))
   unique = deduped.events | 'JoinBatches' >> batched.Rebatch(
-      opts.read_batch_size, pa.Table)
+      opts.read_batch_size)
   events, letters, tallies = _enrich(pipeline, opts, unique, store_factory)
   events, floors = _gate(events, options)
   return (events, (decoded[DEAD_LETTER_TAG],) + letters, _event_rows(opts, events),

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from schemas import rows, tables
 from tests.helpers import sample_events
-from transforms.ingest import batched
+from transforms.ingest import parallel_decode
 from transforms.sinks import cold_sink
 from transforms.ingest import parsing
 from transforms.ingest import timestamps
@@ -234,10 +234,10 @@ def test_the_batched_path_raises_the_gc_thresholds_once_never_lowers():
   before = gc.get_threshold()
   try:
     gc.set_threshold(700, 10, 10)
-    batched.raise_gc_thresholds()
-    assert gc.get_threshold() == batched.GC_THRESHOLDS
+    parallel_decode.raise_gc_thresholds()
+    assert gc.get_threshold() == parallel_decode.GC_THRESHOLDS
     gc.set_threshold(10 ** 6, 5, 5)
-    batched.raise_gc_thresholds()
+    parallel_decode.raise_gc_thresholds()
     assert gc.get_threshold() == (10 ** 6, 5, 5)
   finally:
     gc.set_threshold(*before)

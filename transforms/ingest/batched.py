@@ -17,22 +17,16 @@ pipeline: ~500 records/s locally, 2.5-3 ms of CPU per record on the Fn API
 Batches of records travel with `BatchCoder` (one pickle, a cheap size
 estimate), events batches with `ArrowTableCoder`.
 """
-import gc
-
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io import fileio
 from apache_beam.utils.windowed_value import WindowedValue
 
 from schemas.registry import load_registry
-from transforms import counters
-from transforms.ingest.decode import DEAD_LETTER_TAG
 from transforms.batch import Batch
 from transforms.ingest.sources import read_file_records
-from transforms.tallies import Tally
 
-__all__ = ['Batch', 'ReadRecordBatches', 'Rebatch', 'BatchByArrival',
-           'DecodeCounters', 'decoded_outputs', 'raise_gc_thresholds']
+__all__ = ['Batch', 'ReadRecordBatches', 'Rebatch', 'BatchByArrival']
 
 
 class _ReadBatchesFn(beam.DoFn):
@@ -86,62 +80,17 @@ class ReadRecordBatches(beam.PTransform):
     return beam.Map(lambda batch: batch).with_output_types(Batch)
 
 
-# Decoding allocates millions of short-lived containers (events,
-# payload dicts, rows); with CPython's default first threshold (700) the
-# cyclic collector ran so often it took about a quarter of a run (measured on
-# 200,000 events: the main stage 12.3 s -> 9.3 s, and a lower peak). Raised
-# once per worker process, never lowered.
-GC_THRESHOLDS = (50000, 20, 20)
-
-
-def raise_gc_thresholds():
-  if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
-class DecodeCounters(object):
-  """The decode step's counts, counted per decoded batch (Beam counters, and
-  as data: `tallies.Tally`)."""
-
-  def __init__(self):
-    self._tally = Tally()
-
-  def count(self, decoded, records: int):
-    """Counts `decoded`, the result of decoding `records` raw records."""
-    self._tally.inc(counters.BLANK_LINES, decoded.blank)
-    self._tally.inc(counters.INPUT_RECORDS, records - decoded.blank)
-    self._tally.inc(counters.VALID_EVENTS, len(decoded.events))
-    self._tally.inc(counters.UNKNOWN_FIELDS, decoded.unknown_fields)
-    self._tally.inc(counters.UPCAST_INEXACT, decoded.inexact_amounts)
-
-  def emit(self):
-    """The bundle's counts, for `finish_bundle`."""
-    return self._tally.emit()
-
-
-def decoded_outputs(decoded, wrap=lambda value: value):
-  """A decoded batch's outputs: each dead letter on the `dead_letters` tag,
-  then its events (a `Batch`, or the Arrow table) if any, each through
-  `wrap`."""
-  for letter in decoded.letters:
-    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, wrap(letter))
-  events = decoded.events
-  if len(events):
-    yield wrap(Batch(events) if isinstance(events, list) else events)
-
-
 def _joined(parts):
-  if isinstance(parts[0], pa.Table):
-    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-  return Batch([item for part in parts for item in part])
+  return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
 
 class _RebatchFn(beam.DoFn):
-  """Joins small batches into batches of about `size` records, per window.
+  """Joins small events batches into batches of about `size` rows, per
+  window.
 
-  Dedup splits each read batch by shard (16 ways), so what leaves it is many
-  small batches; every later step costs per batch (a staging file, an Arrow
-  piece, a partial aggregate), so they are joined again. What is buffered is
+  Dedup splits each batch by shard (`--state_shards` ways), so what leaves
+  it is many small batches; every later step costs per batch (a lookup
+  request, a gate state write, a staging file), so they are joined again. What is buffered is
   emitted at the end of each bundle: nothing waits past it. Not
   `BatchElements`: that would first make every record an element again.
   """
@@ -171,16 +120,16 @@ class _RebatchFn(beam.DoFn):
 
 
 class Rebatch(beam.PTransform):
-  """Batches in; batches of about `size` records out (same records, same order
-  within a batch's window); `Batch`es or Arrow tables (`element_type`)."""
+  """Events batches in; events batches of about `size` rows out (same rows,
+  same order within a batch's window)."""
 
-  def __init__(self, size=5000, element_type=Batch):
+  def __init__(self, size=5000):
     super().__init__()
-    self._size, self._type = size, element_type
+    self._size = size
 
   def expand(self, batches):
     return batches | 'Join' >> beam.ParDo(
-        _RebatchFn(self._size)).with_output_types(self._type)
+        _RebatchFn(self._size)).with_output_types(pa.Table)
 
 
 class _BatchByArrivalFn(beam.DoFn):
